@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+/*
+ * libkura engine: the requester.  Backup and restore jobs that drive image
+ * and repo.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kura/errors.h"
+#include "kura/image.h"
+#include "kura/repo.h"
+
+typedef struct KuraBackupSource {
+        const char *path;  /* block device or image file */
+        const char *name;  /* NULL: base name of path */
+} KuraBackupSource;
+
+typedef struct KuraProgress {
+        uint64_t bytes_done;   /* of bytes_total: volume bytes processed (read or skipped) */
+        uint64_t bytes_total;
+        uint64_t bytes_read;
+        uint64_t bytes_new;
+        const char *volume;    /* borrowed, the volume being processed */
+} KuraProgress;
+typedef void (*KuraJobProgressFn)(void *userdata, const KuraProgress *p);
+
+typedef struct KuraBackupOpts {
+        const KuraBackupSource *sources;
+        size_t nsources;
+        uint32_t chunk_size;        /* 0: default 1 MiB */
+        const char *const *tags;
+        size_t ntags;
+        bool allow_mounted;         /* read a volume mounted read-write (crash-consistent) */
+        bool rehash;                /* ignore the fingerprint cache */
+        const char *cache_dir;      /* NULL: no fingerprint cache */
+        unsigned threads;           /* 0: number of CPUs */
+        KuraJobProgressFn progress;
+        void *userdata;
+} KuraBackupOpts;
+
+/* Back up every source into one new version.  On success *ret (caller frees)
+ * is the saved version with its statistics.  Nothing is visible in the
+ * repository unless it returns 0. */
+int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *opts, KuraVersion **ret, KuraErr *err);
+
+typedef struct KuraRestoreOpts {
+        const char *version;        /* ID, prefix or "latest" */
+        const char *volume;         /* name (or path/uuid alias); NULL if the version holds one */
+        const char *target;         /* block device or file */
+        bool discard;               /* discard free ranges instead of zeroing them */
+        bool ignore_damage;         /* zero-fill damaged chunks and go on */
+        unsigned threads;
+        KuraJobProgressFn progress;
+        void *userdata;
+} KuraRestoreOpts;
+
+typedef struct KuraRestoreResult {
+        char version_id[2 * KURA_ID_LEN + 1];
+        char *volume_name;
+        uint64_t size;
+        uint64_t bytes_written;     /* data written from stored chunks */
+        uint64_t bytes_zeroed;      /* zero chunks and free ranges made zero */
+        uint64_t bytes_discarded;
+        KuraExtent *damaged;        /* byte ranges that could not be restored (ignore_damage) */
+        size_t ndamaged;
+        double duration_s;
+} KuraRestoreResult;
+
+int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *opts, KuraRestoreResult *ret, KuraErr *err);
+void kura_restore_result_clear(KuraRestoreResult *r);
