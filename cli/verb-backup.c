@@ -1,2 +1,184 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* placeholder */
+/* kura backup: back up volumes (block devices or image files) as one new version. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+const char verb_backup_help[] =
+        "Usage: kura backup --volume SRC [--name NAME] [--volume SRC2 [--name NAME2]]...\n"
+        "                   [--tag TAG]... [--chunk-size SIZE] [--allow-mounted] [--rehash]\n"
+        "                   [--threads N] [--json]\n"
+        "\n"
+        "Back up each SRC (a block device or an image file) into one new version.  Only\n"
+        "chunks the repository does not hold yet are stored.\n"
+        "\n"
+        "  --volume SRC       a volume to back up (repeatable)\n"
+        "  --name NAME        name of the preceding --volume (default: base name of SRC)\n"
+        "  --tag TAG          tag the version (repeatable)\n"
+        "  --chunk-size SIZE  256K to 8M, a power of two (default 1M)\n"
+        "  --allow-mounted    read a volume mounted read-write (crash-consistent copy)\n"
+        "  --rehash           ignore the fingerprint cache and hash every chunk\n"
+        "  --threads N        worker threads (default: number of CPUs)\n"
+        "\n"
+        "The fingerprint cache lives in $KURA_CACHE_DIR/fpcache (default /var/cache/kura).\n";
+
+enum { OPT_VOLUME = OPT_VERB, OPT_NAME, OPT_TAG, OPT_CHUNK, OPT_ALLOW_MOUNTED, OPT_REHASH, OPT_THREADS };
+
+/* mkdir -p with mode for the directories we create. */
+static int mkdir_p(const char *path, mode_t mode) {
+        char buf[4096];
+        if (snprintf(buf, sizeof buf, "%s", path) >= (int) sizeof buf)
+                return -ENAMETOOLONG;
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+        struct stat st;
+        if (stat(buf, &st) < 0)
+                return -errno;
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static void print_summary(const KuraVersion *v) {
+        char a[32], b[32], d[32], e[32];
+        uint64_t total = 0;
+        printf("version %s\n", v->id);
+        for (size_t i = 0; i < v->nvolumes; i++) {
+                const KuraVolume *vol = &v->volumes[i];
+                total += vol->size;
+                printf("  volume %s  %s  fs %s  size %s\n", vol->name, vol->path, vol->fs && *vol->fs ? vol->fs : "-",
+                       cli_fmt_size(vol->size, a));
+                printf("    read %s, new %s, stored %s\n", cli_fmt_size(vol->bytes_read, a),
+                       cli_fmt_size(vol->bytes_new, b), cli_fmt_size(vol->bytes_stored, d));
+        }
+        printf("total: read %s, new %s, stored %s\n", cli_fmt_size(v->bytes_read, a), cli_fmt_size(v->bytes_new, b),
+               cli_fmt_size(v->bytes_stored, d));
+        printf("duration %s, throughput %s", cli_fmt_duration(v->duration_s, a), cli_fmt_rate(total, v->duration_s, b));
+        printf(" (read %s)\n", cli_fmt_rate(v->bytes_read, v->duration_s, e));
+        if (v->crash_consistent)
+                printf("note: read while mounted read-write: the copy is crash-consistent only\n");
+}
+
+int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
+        static const struct option opts[] = {
+                CLI_GLOBAL_OPTIONS,
+                { "volume", required_argument, NULL, OPT_VOLUME },
+                { "name", required_argument, NULL, OPT_NAME },
+                { "tag", required_argument, NULL, OPT_TAG },
+                { "chunk-size", required_argument, NULL, OPT_CHUNK },
+                { "allow-mounted", no_argument, NULL, OPT_ALLOW_MOUNTED },
+                { "rehash", no_argument, NULL, OPT_REHASH },
+                { "threads", required_argument, NULL, OPT_THREADS },
+                {},
+        };
+        /* At most argc sources or tags: each takes at least one argument. */
+        _cleanup_free_ KuraBackupSource *src = calloc((size_t) argc + 1, sizeof *src);
+        _cleanup_free_ const char **tags = calloc((size_t) argc + 1, sizeof *tags);
+        KuraBackupOpts o = { 0 };
+        uint64_t v;
+        int r;
+
+        if (!src || !tags)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "free some memory", "out of memory");
+        while ((r = cli_next_opt(c, argc, argv, opts, err)) > 0) {
+                switch (r) {
+                case OPT_VOLUME:
+                        src[o.nsources++] = (KuraBackupSource) { .path = optarg };
+                        break;
+                case OPT_NAME:
+                        if (o.nsources == 0)
+                                return cli_usage_error(err, "--name must follow the --volume it names");
+                        if (src[o.nsources - 1].name)
+                                return cli_usage_error(err, "--volume %s has two names",
+                                                       src[o.nsources - 1].path);
+                        if (!*optarg || strchr(optarg, '/'))
+                                return cli_usage_error(err, "--name '%s': a name must be non-empty and have no '/'",
+                                                       optarg);
+                        src[o.nsources - 1].name = optarg;
+                        break;
+                case OPT_TAG:
+                        tags[o.ntags++] = optarg;
+                        break;
+                case OPT_CHUNK:
+                        if ((r = cli_parse_size("--chunk-size", optarg, &v, err)) < 0)
+                                return r;
+                        if (v < KURA_CHUNK_SIZE_MIN || v > KURA_CHUNK_SIZE_MAX || (v & (v - 1)))
+                                return cli_usage_error(err, "--chunk-size %s: must be a power of two from 256K to 8M",
+                                                       optarg);
+                        o.chunk_size = (uint32_t) v;
+                        break;
+                case OPT_ALLOW_MOUNTED:
+                        o.allow_mounted = true;
+                        break;
+                case OPT_REHASH:
+                        o.rehash = true;
+                        break;
+                case OPT_THREADS:
+                        if ((r = cli_parse_uint("--threads", optarg, 1024, &v, err)) < 0)
+                                return r;
+                        o.threads = (unsigned) v;
+                        break;
+                }
+        }
+        if (r < 0)
+                return r;
+        if (c->help_shown)
+                return 0;
+        if (optind < argc)
+                return cli_usage_error(err, "unexpected argument '%s' (volumes are given with --volume)",
+                                       argv[optind]);
+        if (o.nsources == 0)
+                return cli_usage_error(err, "--volume is required");
+        for (size_t i = 0; i < o.nsources; i++) {
+                const char *ni = src[i].name ? src[i].name : strrchr(src[i].path, '/') ? strrchr(src[i].path, '/') + 1 : src[i].path;
+                for (size_t j = 0; j < i; j++) {
+                        const char *nj = src[j].name ? src[j].name : strrchr(src[j].path, '/') ? strrchr(src[j].path, '/') + 1 : src[j].path;
+                        if (!strcmp(ni, nj))
+                                return cli_usage_error(err, "two volumes are named '%s': give one a --name", ni);
+                }
+        }
+        o.sources = src;
+        o.tags = tags;
+
+        _cleanup_free_ char *cache = NULL;
+        if (asprintf(&cache, "%s/fpcache", c->cache_dir) < 0)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "free some memory", "out of memory");
+        r = mkdir_p(cache, 0700);
+        if (r < 0)
+                cli_warn(CLI_W_NO_CACHE, "cannot create fingerprint cache %s: %s; every chunk will be hashed",
+                         cache, strerror(-r));
+        else
+                o.cache_dir = cache;
+
+        _cleanup_(cli_repo_closep) KuraRepo *repo = NULL;
+        r = cli_repo_open(c, KURA_LOCK_SHARED, &repo, err);
+        if (r < 0)
+                return r;
+
+        CliProgress p;
+        cli_progress_begin(&p);
+        o.progress = cli_progress_job;
+        o.userdata = &p;
+        _cleanup_(cli_version_freep) KuraVersion *ver = NULL;
+        r = kura_backup_run(repo, &o, &ver, err);
+        cli_progress_end(&p);
+        if (r < 0)
+                return r;
+
+        if (c->json) {
+                _cleanup_json_ json_t *j = cli_json_version(ver);
+                cli_json_print(j);
+        } else
+                print_summary(ver);
+        return 0;
+}

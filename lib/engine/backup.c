@@ -1,2 +1,540 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* placeholder: being written */
+/*
+ * The backup job: for each source volume, cut it into fixed-size chunks
+ * aligned to the volume start, and store the chunks the repository lacks.
+ *
+ * Pipeline: the calling thread is the reader.  It walks the chunks in order;
+ * a chunk that holds no block the filesystem uses is recorded FREE and never
+ * read; otherwise it reads the used ranges into a slot buffer (free ranges
+ * are zero-filled, so the bytes of free blocks never reach the repository and
+ * do not defeat deduplication) and queues the slot.  Worker threads (one per
+ * CPU) take slots and do the CPU work: zero test, fingerprint-cache test,
+ * chunk ID (HMAC-SHA256), and kura_repo_put() (compress, seal, pack).  The
+ * result lands in ids[chunk index], so order does not matter.  A fixed ring
+ * of slots bounds memory (nslots x chunk size) whatever the volume size, and
+ * nothing is allocated per chunk.
+ */
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#include "common/kcommon.h"
+#include "crypto/kcrypto.h"
+#include "engine-internal.h"
+#include "kura/engine.h"
+
+typedef struct Slot {
+        uint64_t index;
+        size_t len;
+        uint8_t *buf;
+} Slot;
+
+typedef struct Job {
+        KuraRepo *repo;
+        const uint8_t *fp_key;
+        uint32_t chunk_size;
+
+        pthread_mutex_t mu;
+        pthread_cond_t cv;          /* signalled when work or free slots appear, or on stop */
+        Slot *slots;
+        size_t nslots;
+        size_t *work, nwork, work_head; /* ring of slot numbers queued for workers */
+        size_t *freeq, nfree;           /* stack of free slot numbers */
+        bool reading_done;
+        bool failed;
+        int error;
+        KuraErr err;
+
+        /* the current volume */
+        KuraId *ids;
+        const KuraFpEntry *old_fp;      /* NULL: no cache */
+        KuraFpEntry *new_fp;
+        bool rehash;
+        _Atomic uint64_t bytes_new, bytes_stored, chunks_new, chunks_zero;
+} Job;
+
+static bool all_zero(const uint8_t *p, size_t n) {
+        /* Word-at-a-time scan; memory bandwidth bound. */
+        const uint8_t *end = p + n;
+        while (p < end && ((uintptr_t) p & 7))
+                if (*p++)
+                        return false;
+        for (; p + 32 <= end; p += 32) {
+                uint64_t a, b, c, d;
+                memcpy(&a, p, 8), memcpy(&b, p + 8, 8), memcpy(&c, p + 16, 8), memcpy(&d, p + 24, 8);
+                if (a | b | c | d)
+                        return false;
+        }
+        while (p < end)
+                if (*p++)
+                        return false;
+        return true;
+}
+
+static void job_fail(Job *j, int r, const KuraErr *e) {
+        /* under j->mu */
+        if (!j->failed) {
+                j->failed = true;
+                j->error = r;
+                if (e && e->code)
+                        j->err = *e;
+        }
+        pthread_cond_broadcast(&j->cv);
+}
+
+static int process_slot(Job *j, KuraRepoWorker *w, Slot *s, KuraErr *err) {
+        KuraId id;
+        if (all_zero(s->buf, s->len)) {
+                j->ids[s->index] = KURA_ID_ZERO;
+                memset(&j->new_fp[s->index], 0, sizeof(KuraFpEntry));
+                atomic_fetch_add(&j->chunks_zero, 1);
+                return 0;
+        }
+        uint8_t fp[16];
+        kura_fingerprint(j->fp_key, s->buf, s->len, fp);
+        const KuraFpEntry *old = j->old_fp ? &j->old_fp[s->index] : NULL;
+        if (old && !j->rehash && memcmp(old->fp, fp, sizeof fp) == 0 && !kura_id_is_zero(&old->id) &&
+            !kura_id_is_free(&old->id) && kura_repo_has(j->repo, &old->id)) {
+                /* Unchanged since the cached backup and still indexed. */
+                id = old->id;
+        } else {
+                int r = kura_repo_hash(w, s->buf, s->len, &id);
+                if (r < 0)
+                        return kura_err_errno(err, r, KURA_E_INTERNAL, "", "cannot hash chunk");
+                uint64_t stored = 0;
+                r = kura_repo_put(w, KURA_BLOB_DATA, &id, s->buf, s->len, &stored, err);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        atomic_fetch_add(&j->bytes_new, s->len);
+                        atomic_fetch_add(&j->bytes_stored, stored);
+                        atomic_fetch_add(&j->chunks_new, 1);
+                }
+        }
+        j->ids[s->index] = id;
+        memcpy(j->new_fp[s->index].fp, fp, sizeof fp);
+        j->new_fp[s->index].id = id;
+        return 0;
+}
+
+typedef struct WorkerArg {
+        Job *job;
+        KuraRepoWorker *w;
+} WorkerArg;
+
+static void *worker_main(void *p) {
+        WorkerArg *a = p;
+        Job *j = a->job;
+        for (;;) {
+                pthread_mutex_lock(&j->mu);
+                while (j->nwork == 0 && !j->reading_done && !j->failed)
+                        pthread_cond_wait(&j->cv, &j->mu);
+                if (j->failed || (j->nwork == 0 && j->reading_done)) {
+                        pthread_mutex_unlock(&j->mu);
+                        return NULL;
+                }
+                size_t sn = j->work[j->work_head];
+                j->work_head = (j->work_head + 1) % j->nslots;
+                j->nwork--;
+                pthread_mutex_unlock(&j->mu);
+
+                KuraErr e = {0};
+                int r = process_slot(j, a->w, &j->slots[sn], &e);
+
+                pthread_mutex_lock(&j->mu);
+                if (r < 0)
+                        job_fail(j, r, &e);
+                j->freeq[j->nfree++] = sn;
+                pthread_cond_broadcast(&j->cv);
+                pthread_mutex_unlock(&j->mu);
+        }
+}
+
+/* Take a free slot (blocking); NULL if the job failed. */
+static Slot *get_free_slot(Job *j, size_t *ret_sn) {
+        pthread_mutex_lock(&j->mu);
+        while (j->nfree == 0 && !j->failed)
+                pthread_cond_wait(&j->cv, &j->mu);
+        if (j->failed) {
+                pthread_mutex_unlock(&j->mu);
+                return NULL;
+        }
+        size_t sn = j->freeq[--j->nfree];
+        pthread_mutex_unlock(&j->mu);
+        *ret_sn = sn;
+        return &j->slots[sn];
+}
+
+static void queue_slot(Job *j, size_t sn) {
+        pthread_mutex_lock(&j->mu);
+        j->work[(j->work_head + j->nwork) % j->nslots] = sn;
+        j->nwork++;
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+}
+
+static int read_full(int fd, uint8_t *p, size_t n, uint64_t off) {
+        while (n > 0) {
+                ssize_t k = pread(fd, p, n, (off_t) off);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EIO; /* the source shrank under us */
+                p += k;
+                n -= (size_t) k;
+                off += (uint64_t) k;
+        }
+        return 0;
+}
+
+static const char *base_name(const char *path) {
+        const char *s = strrchr(path, '/');
+        return s ? s + 1 : path;
+}
+
+/* Newest version with a volume of the same filesystem UUID (else the same path). */
+static int find_parent(KuraRepo *repo, const char *uuid, const char *path, char **ret_version) {
+        KuraVersion **vs = NULL;
+        size_t n = 0, damaged = 0;
+        *ret_version = NULL;
+        int r = kura_version_list(repo, true, &vs, &n, &damaged, NULL);
+        if (r < 0)
+                return 0; /* no parent: we still back up everything correctly */
+        for (size_t i = n; i-- > 0 && !*ret_version;)
+                for (size_t k = 0; k < vs[i]->nvolumes; k++) {
+                        const KuraVolume *vol = &vs[i]->volumes[k];
+                        bool match = uuid[0] ? strcmp(vol->uuid, uuid) == 0 : strcmp(vol->path, path) == 0;
+                        if (match) {
+                                *ret_version = strdup(vs[i]->id);
+                                break;
+                        }
+                }
+        kura_version_list_free(vs, n);
+        return 0;
+}
+
+typedef struct VolumeRun {
+        char *cache_key;
+        KuraFpEntry *new_fp;
+        uint64_t nchunks;
+} VolumeRun;
+
+static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o, const KuraBackupSource *src,
+                         KuraVersion *v, VolumeRun *run, const char *cache_dir, unsigned nthreads,
+                         KuraRepoWorker **workers, uint64_t *done_base, uint64_t total, KuraErr *err) {
+        KuraVolumeProbe probe;
+        int r = kura_volume_probe(src->path, &probe, err);
+        if (r < 0)
+                return r;
+        if (probe.mounted_rw && !o->allow_mounted)
+                return kura_err(err, EBUSY, KURA_E_SOURCE_MOUNTED,
+                                "unmount it or remount it read-only (mount -o remount,ro), or pass --allow-mounted "
+                                "for a crash-consistent image",
+                                "source %s is mounted read-write at %s: its image would be torn", src->path,
+                                probe.mountpoint);
+        if (probe.mounted_rw)
+                v->crash_consistent = true;
+
+        const char *name = src->name ? src->name : base_name(src->path);
+        for (size_t i = 0; i < v->nvolumes; i++)
+                if (strcmp(v->volumes[i].name, name) == 0)
+                        return kura_err(err, EINVAL, KURA_E_USAGE, "give each volume its own name with --name",
+                                        "two volumes would be named '%s'", name);
+
+        _cleanup_close_ int fd = open(src->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return kura_err_errno(err, -errno, errno == ENOENT ? KURA_E_SOURCE_NOT_FOUND : KURA_E_SOURCE_UNREADABLE,
+                                      "check the path and that kura runs as root", "cannot open source %s", src->path);
+        (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+        _cleanup_free_ KuraExtent *ext = NULL;
+        size_t next = 0;
+        const char *method = NULL;
+        r = kura_usedmap_get(src->path, fd, &probe, &ext, &next, &method, err);
+        if (r < 0)
+                return r;
+
+        char rp[PATH_MAX];
+        const char *abs_path = realpath(src->path, rp) ? rp : src->path;
+        uint32_t cs = j->chunk_size;
+        uint64_t nchunks = DIV_ROUND_UP(probe.size, cs);
+        KuraVolume *vol = kura_version_add_volume(v, name, abs_path, probe.fs, probe.uuid, probe.label, probe.size, cs);
+        if (!vol)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+
+        if (!v->parent) {
+                char *parent = NULL;
+                find_parent(j->repo, probe.uuid, abs_path, &parent);
+                v->parent = parent;
+        }
+
+        _cleanup_free_ KuraId *ids = calloc(nchunks ? nchunks : 1, sizeof(KuraId));
+        KuraFpEntry *new_fp = calloc(nchunks ? nchunks : 1, sizeof(KuraFpEntry));
+        if (!ids || !new_fp) {
+                free(new_fp);
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "use a larger --chunk-size", "out of memory");
+        }
+        run->new_fp = new_fp;
+        run->nchunks = nchunks;
+        run->cache_key = probe.uuid[0] ? kura_asprintf("uuid:%s:%s", probe.uuid, name)
+                                       : kura_asprintf("path:%s:%s", abs_path, name);
+        if (!run->cache_key)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+
+        _cleanup_free_ KuraFpEntry *old_fp = NULL;
+        if (!o->rehash) {
+                r = kura_fpcache_load(cache_dir, kura_repo_id(j->repo), run->cache_key, cs, nchunks, &old_fp);
+                if (r < 0)
+                        return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        }
+
+        j->ids = ids;
+        j->new_fp = new_fp;
+        j->old_fp = old_fp;
+        j->rehash = o->rehash;
+        j->bytes_new = j->bytes_stored = j->chunks_new = j->chunks_zero = 0;
+        j->reading_done = false;
+        j->nwork = j->work_head = 0;
+        j->nfree = 0;
+        for (size_t i = 0; i < j->nslots; i++)
+                j->freeq[j->nfree++] = i;
+
+        pthread_t *tids = calloc(nthreads, sizeof *tids);
+        WorkerArg *args = calloc(nthreads, sizeof *args);
+        if (!tids || !args) {
+                free(tids);
+                free(args);
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        }
+        unsigned started = 0;
+        for (unsigned t = 0; t < nthreads; t++) {
+                args[t] = (WorkerArg){.job = j, .w = workers[t]};
+                if (pthread_create(&tids[t], NULL, worker_main, &args[t]) != 0)
+                        break;
+                started++;
+        }
+
+        uint64_t bytes_read = 0, chunks_free = 0;
+        size_t ei = 0; /* cursor into the sorted extents */
+        double last_progress = 0;
+        int rr = 0;
+        KuraErr rerr = {0};
+        if (started == 0)
+                rr = kura_err(&rerr, EAGAIN, KURA_E_INTERNAL, "", "cannot start worker threads");
+        for (uint64_t i = 0; i < nchunks && rr == 0; i++) {
+                uint64_t start = i * cs, end = KURA_MIN(probe.size, start + cs);
+                while (ei < next && ext[ei].off + ext[ei].len <= start)
+                        ei++;
+                if (ei >= next || ext[ei].off >= end) {
+                        ids[i] = KURA_ID_FREE;
+                        chunks_free++;
+                        continue;
+                }
+                size_t sn;
+                Slot *s = get_free_slot(j, &sn);
+                if (!s)
+                        break;
+                s->index = i;
+                s->len = (size_t) (end - start);
+                /* Read the used parts; zero the rest. */
+                uint64_t pos = start;
+                for (size_t k = ei; k < next && ext[k].off < end && rr == 0; k++) {
+                        uint64_t a = KURA_MAX(ext[k].off, start), b = KURA_MIN(ext[k].off + ext[k].len, end);
+                        if (a > pos)
+                                memset(s->buf + (pos - start), 0, a - pos);
+                        int q = read_full(fd, s->buf + (a - start), b - a, a);
+                        if (q < 0)
+                                rr = kura_err_errno(&rerr, q, KURA_E_SOURCE_UNREADABLE,
+                                                    "check the device (dmesg, smartctl); kura stored nothing",
+                                                    "cannot read source %s at offset %llu", src->path,
+                                                    (unsigned long long) a);
+                        bytes_read += b - a;
+                        pos = b;
+                }
+                if (rr < 0) {
+                        pthread_mutex_lock(&j->mu);
+                        j->freeq[j->nfree++] = sn;
+                        pthread_mutex_unlock(&j->mu);
+                        break;
+                }
+                if (pos < end)
+                        memset(s->buf + (pos - start), 0, end - pos);
+                queue_slot(j, sn);
+
+                if (o->progress) {
+                        double now = kura_mono();
+                        if (now - last_progress > 0.1 || i + 1 == nchunks) {
+                                last_progress = now;
+                                KuraProgress p = {.bytes_done = *done_base + end, .bytes_total = total,
+                                                  .bytes_read = bytes_read, .bytes_new = j->bytes_new,
+                                                  .volume = name};
+                                o->progress(o->userdata, &p);
+                        }
+                }
+        }
+
+        pthread_mutex_lock(&j->mu);
+        j->reading_done = true;
+        if (rr < 0)
+                job_fail(j, rr, &rerr);
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        for (unsigned t = 0; t < started; t++)
+                pthread_join(tids[t], NULL);
+        free(tids);
+        free(args);
+        j->old_fp = NULL;
+        if (j->failed) {
+                if (err && !err->code && j->err.code)
+                        *err = j->err;
+                return j->error < 0 ? j->error : -EIO;
+        }
+        *done_base += probe.size;
+
+        vol->bytes_read = bytes_read;
+        vol->bytes_new = j->bytes_new;
+        vol->bytes_stored = j->bytes_stored;
+        vol->chunks_new = j->chunks_new;
+        vol->chunks_zero = j->chunks_zero;
+        vol->chunks_free = chunks_free;
+
+        r = kura_volume_store_chunks(mainw, vol, ids, err);
+        if (r < 0)
+                return r;
+        v->bytes_read += bytes_read;
+        v->bytes_new += vol->bytes_new;
+        v->bytes_stored += vol->bytes_stored;
+        (void) method;
+        return 0;
+}
+
+int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, KuraErr *err) {
+        if (!o || o->nsources == 0)
+                return kura_err(err, EINVAL, KURA_E_USAGE, "name a volume with --volume", "nothing to back up");
+        uint32_t cs = o->chunk_size ? o->chunk_size : KURA_CHUNK_SIZE_DEFAULT;
+        if (cs < KURA_CHUNK_SIZE_MIN || cs > KURA_CHUNK_SIZE_MAX || (cs & (cs - 1)))
+                return kura_err(err, EINVAL, KURA_E_USAGE, "use a power of two from 256K to 8M",
+                                "chunk size %u is not allowed", cs);
+        double t0 = kura_mono();
+
+        unsigned nthreads = o->threads;
+        if (nthreads == 0) {
+                long n = sysconf(_SC_NPROCESSORS_ONLN);
+                nthreads = n > 0 ? (unsigned) n : 1;
+        }
+        if (nthreads > 64)
+                nthreads = 64;
+
+        /* Probe every source first so a bad one fails before anything is stored. */
+        uint64_t total = 0;
+        for (size_t i = 0; i < o->nsources; i++) {
+                KuraVolumeProbe p;
+                int r = kura_volume_probe(o->sources[i].path, &p, err);
+                if (r < 0)
+                        return r;
+                total += p.size;
+        }
+
+        Job j = {.repo = repo, .fp_key = kura_repo_fp_key(repo), .chunk_size = cs};
+        pthread_mutex_init(&j.mu, NULL);
+        pthread_cond_init(&j.cv, NULL);
+        j.nslots = 2 * (size_t) nthreads + 2;
+        j.slots = calloc(j.nslots, sizeof *j.slots);
+        j.work = calloc(j.nslots, sizeof *j.work);
+        j.freeq = calloc(j.nslots, sizeof *j.freeq);
+        KuraRepoWorker **workers = calloc(nthreads, sizeof *workers);
+        KuraRepoWorker *mainw = NULL;
+        VolumeRun *runs = calloc(o->nsources, sizeof *runs);
+        KuraVersion *v = kura_version_new();
+        int r = 0;
+        if (!j.slots || !j.work || !j.freeq || !workers || !runs || !v) {
+                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                goto out;
+        }
+        for (size_t i = 0; i < j.nslots; i++) {
+                j.slots[i].buf = malloc(cs);
+                if (!j.slots[i].buf) {
+                        r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "use a smaller --chunk-size", "out of memory");
+                        goto out;
+                }
+        }
+        r = kura_repo_worker_new(repo, &mainw);
+        for (unsigned t = 0; t < nthreads && r >= 0; t++)
+                r = kura_repo_worker_new(repo, &workers[t]);
+        if (r < 0) {
+                r = kura_err_errno(err, r, KURA_E_NO_MEMORY, "", "cannot set up the backup workers");
+                goto out;
+        }
+
+        v->time_ns = kura_now_ns();
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        v->hostname = strdup(host);
+        if (o->ntags) {
+                v->tags = calloc(o->ntags, sizeof(char *));
+                if (!v->tags || !v->hostname) {
+                        r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                        goto out;
+                }
+                for (size_t i = 0; i < o->ntags; i++) {
+                        v->tags[i] = strdup(o->tags[i]);
+                        if (!v->tags[i]) {
+                                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                                goto out;
+                        }
+                        v->ntags++;
+                }
+        }
+
+        uint64_t done = 0;
+        for (size_t i = 0; i < o->nsources; i++) {
+                r = backup_volume(&j, mainw, o, &o->sources[i], v, &runs[i], o->cache_dir, nthreads, workers, &done,
+                                  total, err);
+                if (r < 0)
+                        goto out;
+        }
+
+        /* Packs, then the index naming them, then the manifest: an interruption
+         * before the manifest is durable leaves no visible version. */
+        r = kura_repo_flush(repo, err);
+        if (r < 0)
+                goto out;
+        v->duration_s = kura_mono() - t0;
+        r = kura_version_save(repo, v, err);
+        if (r < 0)
+                goto out;
+
+        /* Only now may the cache name the new chunks. */
+        for (size_t i = 0; i < o->nsources; i++)
+                (void) kura_fpcache_save(o->cache_dir, kura_repo_id(repo), runs[i].cache_key, cs, runs[i].nchunks,
+                                         runs[i].new_fp);
+        *ret = TAKE_PTR(v);
+        r = 0;
+out:
+        if (j.slots)
+                for (size_t i = 0; i < j.nslots; i++)
+                        free(j.slots[i].buf);
+        free(j.slots);
+        free(j.work);
+        free(j.freeq);
+        if (workers)
+                for (unsigned t = 0; t < nthreads; t++)
+                        kura_repo_worker_free(workers[t]);
+        free(workers);
+        kura_repo_worker_free(mainw);
+        if (runs)
+                for (size_t i = 0; i < o->nsources; i++) {
+                        free(runs[i].cache_key);
+                        free(runs[i].new_fp);
+                }
+        free(runs);
+        kura_version_free(v);
+        pthread_mutex_destroy(&j.mu);
+        pthread_cond_destroy(&j.cv);
+        return r;
+}
