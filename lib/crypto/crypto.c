@@ -337,7 +337,9 @@ fail:
  *
  * The derivation costs a few HMACs, so each thread caches the secret of the
  * last key it saw (the fp key is one per repository, so this is "derive
- * once").  The cache lives in thread-local storage for the thread's lifetime.
+ * once").  The cache lives in thread-local storage for the thread's lifetime
+ * and is not wiped at thread exit: it holds only the fp key, which protects
+ * nothing but the local cache's privacy.
  */
 #define FP_SECRET_LEN 192
 _Static_assert(FP_SECRET_LEN >= XXH3_SECRET_SIZE_MIN, "XXH3 secret too short");
