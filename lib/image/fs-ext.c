@@ -57,9 +57,18 @@ static int ext_get(const char *path, int fd, const KuraVolumeProbe *p, KuraExten
                 return errcode_to_errno(e);
         if (ext2fs_has_feature_journal_needs_recovery(fs->super))
                 return -EUCLEAN;
+        /* Not cleanly unmounted (ext2 without a journal, mounted read-write
+         * or crashed) or with recorded errors: fsck's business, not ours. */
+        if (!(fs->super->s_state & EXT2_VALID_FS) || (fs->super->s_state & EXT2_ERROR_FS))
+                return -EUCLEAN;
         /* An external journal device or a snapshot-capable fork: not ours. */
         if (ext2fs_has_feature_journal_dev(fs->super))
                 return -EOPNOTSUPP;
+        /* Group descriptors pointing outside their group (or at block 0)
+         * would make libext2fs read an empty bitmap: refuse them. */
+        e = ext2fs_check_desc(fs);
+        if (e)
+                return errcode_to_errno(e);
         e = ext2fs_read_block_bitmap(fs);
         if (e)
                 return errcode_to_errno(e);
@@ -77,7 +86,7 @@ static int ext_get(const char *path, int fd, const KuraVolumeProbe *p, KuraExten
 
         /* Runs of set bits, found with the bitmap's own search (fast on the
          * rbtree representation: one step per run, not per block). */
-        blk64_t start = first;
+        blk64_t start = first, used = 0;
         while (start < count) {
                 blk64_t set, zero;
                 e = ext2fs_find_first_set_block_bitmap2(fs->block_map, start, count - 1, &set);
@@ -95,7 +104,20 @@ static int ext_get(const char *path, int fd, const KuraVolumeProbe *p, KuraExten
                 r = kura_extents_add(out, set * bs, (zero - set) * bs);
                 if (r < 0)
                         return r;
+                used += zero - set;
                 start = zero;
+        }
+
+        /* Cross-check with the free counts of the group descriptors: a
+         * bitmap that calls more blocks free than the descriptors do is not
+         * believed (a clean filesystem has them equal).  Skipped for
+         * bigalloc, whose counts are in clusters. */
+        if (EXT2FS_CLUSTER_RATIO(fs) == 1) {
+                blk64_t desc_free = 0;
+                for (dgrp_t g = 0; g < fs->group_desc_count; g++)
+                        desc_free += ext2fs_bg_free_blocks_count(fs, g);
+                if (desc_free > count - first || used < count - first - desc_free)
+                        return -EUCLEAN;
         }
 
         /* Whatever lies past the filesystem's end on the device (another

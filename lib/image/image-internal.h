@@ -51,6 +51,8 @@ typedef struct KuraUsedDriver {
 
 extern const KuraUsedDriver kura_used_driver_ext2fs;
 extern const KuraUsedDriver kura_used_driver_getfsmap;
+/* Records per FS_IOC_GETFSMAP call (default 1024); for tests. */
+extern unsigned kura_getfsmap_batch;
 
 /* ---- mount table ----------------------------------------------------------- */
 
