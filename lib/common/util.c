@@ -207,6 +207,9 @@ int kura_parse_time(const char *s, int64_t *ret_ns) {
         if (strcmp(p, "Z") != 0)
                 return -EINVAL;
         time_t t = timegm(&tm);
+        /* int64 nanoseconds cover 1678..2262; refuse what would overflow. */
+        if (t == (time_t) -1 || t < -9223372035LL || t > 9223372035LL)
+                return -ERANGE;
         *ret_ns = (int64_t) t * 1000000000LL + frac;
         return 0;
 }
