@@ -95,6 +95,9 @@ bool kura_repo_encrypted(const KuraRepo *repo);
 bool kura_repo_unlocked(const KuraRepo *repo);
 /* Number of blobs in the loaded index. */
 uint64_t kura_repo_index_count(const KuraRepo *repo);
+/* Index files that could not be read when the repository was opened (their
+ * chunks look missing; `kura check` names the damage).  0 normally. */
+size_t kura_repo_index_files_damaged(const KuraRepo *repo);
 /* The key for the local fingerprint cache (borrowed, lives as long as repo). */
 const uint8_t *kura_repo_fp_key(const KuraRepo *repo);
 

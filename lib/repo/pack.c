@@ -20,6 +20,7 @@ struct KuraPackWriter {
         KioFile *f;
         EVP_MD_CTX *sha;
         uint32_t number;              /* pending pack number in repo->index */
+        int read_fd;                  /* for reading back blobs of this pack, -1 until needed */
         KuraIndexEntry *entries;
         size_t n, cap;
 };
@@ -150,6 +151,8 @@ static KuraPackWriter *pw_free(KuraPackWriter *pw) {
         if (!pw)
                 return NULL;
         kio_abort(pw->f);
+        if (pw->read_fd >= 0)
+                close(pw->read_fd);
         EVP_MD_CTX_free(pw->sha);
         free(pw->entries);
         free(pw);
@@ -160,6 +163,7 @@ int kura_pack_writer_new(KuraRepo *repo, KuraPackWriter **ret, KuraErr *err) {
         KuraPackWriter *pw = calloc(1, sizeof *pw);
         if (!pw)
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "starting a pack");
+        pw->read_fd = -1;
         pw->sha = EVP_MD_CTX_new();
         if (!pw->sha || EVP_DigestInit_ex(pw->sha, EVP_sha256(), NULL) != 1) {
                 pw_free(pw);
@@ -229,7 +233,18 @@ int kura_pack_writer_append(KuraPackWriter *pw, KuraBlobType type, const KuraId 
 uint64_t kura_pack_writer_size(const KuraPackWriter *pw) { return kio_size(pw->f); }
 size_t kura_pack_writer_count(const KuraPackWriter *pw) { return pw->n; }
 uint32_t kura_pack_writer_number(const KuraPackWriter *pw) { return pw->number; }
-int kura_pack_writer_fd(const KuraPackWriter *pw) { return kio_fd(pw->f); }
+int kura_pack_writer_read_fd(KuraPackWriter *pw) {
+        /* kio opens temporary files write-only; a second, read-only open file
+         * description of the same inode serves reads of unfinished packs. */
+        if (pw->read_fd < 0) {
+                char p[64];
+                snprintf(p, sizeof p, "/proc/self/fd/%d", kio_fd(pw->f));
+                pw->read_fd = open(p, O_RDONLY | O_CLOEXEC);
+                if (pw->read_fd < 0)
+                        return -errno;
+        }
+        return pw->read_fd;
+}
 
 void kura_pack_writer_abort(KuraRepo *repo, KuraPackWriter *pw) {
         if (!pw)

@@ -118,6 +118,7 @@ struct KuraRepo {
         pthread_mutex_t index_lock;   /* guards index */
         KuraIndex *index;
         char **index_files;           /* names (hex) of the index files loaded */
+        size_t index_files_damaged;   /* index files that could not be read at open */
         size_t nindex_files;
 
         pthread_mutex_t pack_lock;    /* guards pw and session_packs */
@@ -200,7 +201,8 @@ int kura_pack_writer_append(KuraPackWriter *pw, KuraBlobType type, const KuraId 
 uint64_t kura_pack_writer_size(const KuraPackWriter *pw);
 size_t kura_pack_writer_count(const KuraPackWriter *pw);
 uint32_t kura_pack_writer_number(const KuraPackWriter *pw);
-int kura_pack_writer_fd(const KuraPackWriter *pw);
+/* An fd to read the unfinished pack (owned by pw), or a negative errno. */
+int kura_pack_writer_read_fd(KuraPackWriter *pw);
 /* Write the header and trailer, commit to data/xx/<id>, name the pending
  * pack in repo->index (takes index_lock) and move the entries to
  * repo->session_packs.  Frees pw in every case; on failure the pack's
@@ -218,3 +220,28 @@ void kura_lock_release(KuraRepo *repo);
 
 /* Config encoding (repo.c), the inverse of kura_config_decode. */
 int kura_config_encode(const KuraRepoConfig *c, int64_t created_ns, KuraBuf *out);
+
+/* This host's name and the current user's name (repo.c). */
+void kura_host_user(char host[128], char user[64]);
+/* Wrap mk under password and write it as a new key slot keys/<16 hex>
+ * (with id, created, host, user, access "full"); ret_id gets the slot ID.
+ * kdf_mem/kdf_passes 0 mean the defaults. */
+int kura_keyslot_write(const char *repo_path, const char *repo_id, const KuraMasterKey *mk, const char *password,
+                       uint64_t kdf_mem, uint32_t kdf_passes, char ret_id[17], KuraErr *err);
+
+/*
+ * Threading and lifetimes of the repository core (store.c, pack.c, index.c):
+ *  - KuraRepoWorker: one per thread, never shared; free all workers before
+ *    kura_repo_close().  put/get/hash/read_blob_at allocate nothing per blob.
+ *  - Lock order: pack_lock before index_lock; never take pack_lock while
+ *    holding index_lock.  meta_lock is a leaf (taken by kura_repo_seal/unseal).
+ *  - kura_repo_has() is true for IDs another thread is storing right now
+ *    (reserved); such a blob becomes readable when that put returns.  If a
+ *    put fails (e.g. ENOSPC), the whole open pack is dropped, including blobs
+ *    whose put already returned 1: after a put error the session's unflushed
+ *    blobs must be considered lost (fail the backup; do not save a version).
+ *  - kura_repo_flush() and kura_repo_load_index() must not run concurrently
+ *    with put.  load_index replaces repo->index: pack numbers and entries
+ *    copied out of the old index are meaningless afterwards.
+ *  - Pack numbers (KuraIndexEntry.pack) are private to one KuraIndex.
+ */
