@@ -105,11 +105,28 @@ int cli_parse_size(const char *opt, const char *s, uint64_t *ret, KuraErr *err) 
                 return cli_usage_error(err, "%s: '%s' is not a size", opt, s);
         unsigned shift = 0;
         switch (*end) {
-        case 'k': case 'K': shift = 10; end++; break;
-        case 'm': case 'M': shift = 20; end++; break;
-        case 'g': case 'G': shift = 30; end++; break;
-        case 't': case 'T': shift = 40; end++; break;
-        default: break;
+        case 'k':
+        case 'K':
+                shift = 10;
+                end++;
+                break;
+        case 'm':
+        case 'M':
+                shift = 20;
+                end++;
+                break;
+        case 'g':
+        case 'G':
+                shift = 30;
+                end++;
+                break;
+        case 't':
+        case 'T':
+                shift = 40;
+                end++;
+                break;
+        default:
+                break;
         }
         /* Accept "64M", "64MiB", "64MB" (all binary: sizes of chunks and
          * KDF memory are powers of two in practice). */
@@ -121,14 +138,13 @@ int cli_parse_size(const char *opt, const char *s, uint64_t *ret, KuraErr *err) 
                 return cli_usage_error(err, "%s: '%s' is not a size (use e.g. 1M, 256K, 64MiB)", opt, s);
         if (shift && v > (UINT64_MAX >> shift))
                 return cli_usage_error(err, "%s: '%s' is too large", opt, s);
-        *ret = (uint64_t) v << shift;
+        *ret = (uint64_t)v << shift;
         return 0;
 }
 
 int cli_repo_path(Cli *c, const char **ret, KuraErr *err) {
         if (!c->repo || !*c->repo)
-                return kura_err(err, EINVAL, KURA_E_USAGE, "pass --repo DIR or set KURA_REPO",
-                                "no repository given");
+                return kura_err(err, EINVAL, KURA_E_USAGE, "pass --repo DIR or set KURA_REPO", "no repository given");
         *ret = c->repo;
         return 0;
 }
@@ -145,9 +161,8 @@ void cli_secret_free(char *s) {
 static int read_password_file(const char *path, char **ret, KuraErr *err) {
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
-                return kura_err_errno(err, -errno, KURA_E_NO_PASSWORD,
-                                      "check the path given to --password-file", "cannot open password file %s",
-                                      path);
+                return kura_err_errno(err, -errno, KURA_E_NO_PASSWORD, "check the path given to --password-file",
+                                      "cannot open password file %s", path);
         char buf[PASSWORD_MAX + 1];
         size_t n = 0;
         while (n < sizeof buf - 1) {
@@ -163,7 +178,7 @@ static int read_password_file(const char *path, char **ret, KuraErr *err) {
                 }
                 if (k == 0)
                         break;
-                n += (size_t) k;
+                n += (size_t)k;
         }
         close(fd);
         buf[n] = 0;
@@ -192,13 +207,13 @@ static int prompt_once(int fd, const char *prompt, char **ret, KuraErr *err) {
 
         if (tcgetattr(fd, &tty_saved) == 0) {
                 t = tty_saved;
-                t.c_lflag &= ~(tcflag_t) (ECHO | ECHONL);
+                t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
                 t.c_lflag |= ICANON;
                 tty_fd = fd;
                 if (tcsetattr(fd, TCSAFLUSH, &t) == 0)
                         echo_off = true;
         }
-        (void) !write(fd, prompt, strlen(prompt));
+        (void)!write(fd, prompt, strlen(prompt));
         for (;;) {
                 char ch;
                 ssize_t k = read(fd, &ch, 1);
@@ -213,13 +228,12 @@ static int prompt_once(int fd, const char *prompt, char **ret, KuraErr *err) {
         if (echo_off)
                 tcsetattr(fd, TCSAFLUSH, &tty_saved);
         tty_fd = -1;
-        (void) !write(fd, "\n", 1);
+        (void)!write(fd, "\n", 1);
         if (n > 0 && buf[n - 1] == '\r')
                 buf[--n] = 0;
         if (n == 0) {
                 explicit_bzero(buf, sizeof buf);
-                return kura_err(err, ENOKEY, KURA_E_NO_PASSWORD, "enter a non-empty passphrase",
-                                "empty passphrase");
+                return kura_err(err, ENOKEY, KURA_E_NO_PASSWORD, "enter a non-empty passphrase", "empty passphrase");
         }
         *ret = strdup(buf);
         explicit_bzero(buf, sizeof buf);
@@ -244,7 +258,8 @@ static int prompt_password(const char *what, bool twice, char **ret, KuraErr *er
                 snprintf(prompt, sizeof prompt, "Repeat %s: ", what);
                 r = prompt_once(fd, prompt, &b, err);
                 if (r >= 0 && strcmp(a, b) != 0)
-                        r = kura_err(err, ENOKEY, KURA_E_NO_PASSWORD, "run the command again and type the same passphrase twice",
+                        r = kura_err(err, ENOKEY, KURA_E_NO_PASSWORD,
+                                     "run the command again and type the same passphrase twice",
                                      "the passphrases do not match");
         }
         close(fd);
@@ -273,8 +288,8 @@ int cli_new_password(const char *env, const char *file, const char *what, char *
         const char *e = getenv(env);
         if (e) {
                 if (!*e)
-                        return kura_err(err, ENOKEY, KURA_E_NO_PASSWORD, "set a non-empty passphrase",
-                                        "%s is empty", env);
+                        return kura_err(err, ENOKEY, KURA_E_NO_PASSWORD, "set a non-empty passphrase", "%s is empty",
+                                        env);
                 *ret = strdup(e);
                 if (!*ret)
                         return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "free some memory", "out of memory");
@@ -286,7 +301,7 @@ int cli_new_password(const char *env, const char *file, const char *what, char *
 }
 
 int cli_repo_open(Cli *c, KuraLockMode mode, KuraRepo **ret, KuraErr *err) {
-        const char *path;
+        const char *path = NULL;
         int r = cli_repo_path(c, &path, err);
         if (r < 0)
                 return r;
@@ -295,7 +310,7 @@ int cli_repo_open(Cli *c, KuraLockMode mode, KuraRepo **ret, KuraErr *err) {
                 .password_fn = cli_password_cb,
                 .password_userdata = c,
         };
-        KuraErr lib = { 0 };
+        KuraErr lib = {0};
         kura_err_clear(&c->pw_err);
         r = kura_repo_open(path, &o, ret, &lib);
         if (r < 0) {
@@ -357,7 +372,9 @@ void cli_print_error(const Cli *c, const KuraErr *e) {
                 fprintf(stderr, "  errno: %d (%s)\n", e->errnum, strerror(e->errnum));
 }
 
-static const char *nz(const char *s) { return s ? s : ""; }
+static const char *nz(const char *s) {
+        return s ? s : "";
+}
 
 json_t *cli_json_version(const KuraVersion *v) {
         char t[40];
@@ -373,28 +390,27 @@ json_t *cli_json_version(const KuraVersion *v) {
                 const KuraVolume *vol = &v->volumes[i];
                 json_array_append_new(
                         vols, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name",
-                                        nz(vol->name), "path", nz(vol->path), "fs", nz(vol->fs), "uuid",
-                                        nz(vol->uuid), "label", nz(vol->label), "size", (json_int_t) vol->size,
-                                        "chunk_size", (json_int_t) vol->chunk_size, "chunks",
-                                        (json_int_t) vol->nchunks, "bytes_read", (json_int_t) vol->bytes_read,
-                                        "bytes_new", (json_int_t) vol->bytes_new, "bytes_stored",
-                                        (json_int_t) vol->bytes_stored));
+                                        nz(vol->name), "path", nz(vol->path), "fs", nz(vol->fs), "uuid", nz(vol->uuid),
+                                        "label", nz(vol->label), "size", (json_int_t)vol->size, "chunk_size",
+                                        (json_int_t)vol->chunk_size, "chunks", (json_int_t)vol->nchunks, "bytes_read",
+                                        (json_int_t)vol->bytes_read, "bytes_new", (json_int_t)vol->bytes_new,
+                                        "bytes_stored", (json_int_t)vol->bytes_stored));
         }
         return json_pack("{s:s, s:s, s:s, s:o, s:o, s:b, s:o, s:I, s:I, s:I, s:f}", "id", v->id, "time",
-                         cli_fmt_time_rfc3339(v->time_ns, t), "hostname", nz(v->hostname), "tags", tags,
-                         "parent", v->parent ? json_string(v->parent) : json_null(), "crash_consistent",
-                         (int) v->crash_consistent, "volumes", vols, "bytes_read", (json_int_t) v->bytes_read,
-                         "bytes_new", (json_int_t) v->bytes_new, "bytes_stored", (json_int_t) v->bytes_stored,
-                         "duration", v->duration_s);
+                         cli_fmt_time_rfc3339(v->time_ns, t), "hostname", nz(v->hostname), "tags", tags, "parent",
+                         v->parent ? json_string(v->parent) : json_null(), "crash_consistent", (int)v->crash_consistent,
+                         "volumes", vols, "bytes_read", (json_int_t)v->bytes_read, "bytes_new",
+                         (json_int_t)v->bytes_new, "bytes_stored", (json_int_t)v->bytes_stored, "duration",
+                         v->duration_s);
 }
 
 const char *cli_fmt_size(uint64_t n, char buf[static 32]) {
-        static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
         if (n < 1024) {
                 snprintf(buf, 32, "%" PRIu64 " B", n);
                 return buf;
         }
-        double d = (double) n / 1024;
+        double d = (double)n / 1024;
         size_t u = 0;
         while (d >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
                 d /= 1024;
@@ -405,7 +421,7 @@ const char *cli_fmt_size(uint64_t n, char buf[static 32]) {
 }
 
 const char *cli_fmt_time_local(int64_t ns, char buf[static 32]) {
-        time_t s = (time_t) (ns / 1000000000);
+        time_t s = (time_t)(ns / 1000000000);
         struct tm tm;
         if (!localtime_r(&s, &tm) || !strftime(buf, 32, "%Y-%m-%d %H:%M:%S", &tm))
                 snprintf(buf, 32, "?");
@@ -413,7 +429,7 @@ const char *cli_fmt_time_local(int64_t ns, char buf[static 32]) {
 }
 
 const char *cli_fmt_time_rfc3339(int64_t ns, char buf[static 40]) {
-        time_t s = (time_t) (ns / 1000000000);
+        time_t s = (time_t)(ns / 1000000000);
         struct tm tm;
         if (!gmtime_r(&s, &tm) || !strftime(buf, 40, "%Y-%m-%dT%H:%M:%SZ", &tm))
                 snprintf(buf, 40, "1970-01-01T00:00:00Z");
@@ -424,7 +440,7 @@ const char *cli_fmt_rate(uint64_t bytes, double secs, char buf[static 32]) {
         if (secs <= 0)
                 snprintf(buf, 32, "- MB/s");
         else
-                snprintf(buf, 32, "%.1f MB/s", (double) bytes / secs / 1e6);
+                snprintf(buf, 32, "%.1f MB/s", (double)bytes / secs / 1e6);
         return buf;
 }
 
@@ -435,7 +451,7 @@ const char *cli_fmt_duration(double secs, char buf[static 32]) {
                 snprintf(buf, 32, "%.2f s", secs);
                 return buf;
         }
-        uint64_t s = (uint64_t) (secs + 0.5);
+        uint64_t s = (uint64_t)(secs + 0.5);
         if (s < 3600)
                 snprintf(buf, 32, "%" PRIu64 "m %02" PRIu64 "s", s / 60, s % 60);
         else
@@ -448,11 +464,11 @@ const char *cli_fmt_duration(double secs, char buf[static 32]) {
 double cli_now(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 void cli_progress_begin(CliProgress *p) {
-        *p = (CliProgress) { .enabled = isatty(STDERR_FILENO) == 1 };
+        *p = (CliProgress){.enabled = isatty(STDERR_FILENO) == 1};
         p->start = cli_now();
         active_progress = p;
 }
@@ -468,8 +484,8 @@ static void progress_draw(CliProgress *p, uint64_t done, uint64_t total, const c
         double el = now - p->start;
         char sd[32], st[32], rate[32], eta[32] = "--:--";
         if (done > 0 && total > done && el > 0.5) {
-                double left = (double) (total - done) / ((double) done / el);
-                uint64_t l = (uint64_t) (left + 0.5);
+                double left = (double)(total - done) / ((double)done / el);
+                uint64_t l = (uint64_t)(left + 0.5);
                 if (l >= 3600)
                         snprintf(eta, sizeof eta, "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, l / 3600, l / 60 % 60,
                                  l % 60);
@@ -477,11 +493,11 @@ static void progress_draw(CliProgress *p, uint64_t done, uint64_t total, const c
                         snprintf(eta, sizeof eta, "%02" PRIu64 ":%02" PRIu64, l / 60, l % 60);
         } else if (total > 0 && done >= total)
                 snprintf(eta, sizeof eta, "00:00");
-        double pct = total ? 100.0 * (double) done / (double) total : 0;
+        double pct = total ? 100.0 * (double)done / (double)total : 0;
         if (pct > 100)
                 pct = 100;
         char bar[21];
-        int fill = (int) (pct / 5);
+        int fill = (int)(pct / 5);
         for (int i = 0; i < 20; i++)
                 bar[i] = i < fill ? '#' : '-';
         bar[20] = 0;
@@ -522,22 +538,22 @@ static void on_signal(int sig) {
         static const char js[] = "{\"error\": {\"code\": \"KURA-E-INTERRUPTED\", \"message\": \"interrupted\", "
                                  "\"remedy\": \"run the command again; 'kura prune' removes leftovers of an "
                                  "interrupted backup\", \"errno\": 4}}\n";
-        (void) sig;
+        (void)sig;
         if (tty_fd >= 0)
                 tcsetattr(tty_fd, TCSANOW, &tty_saved);
         CliProgress *p = active_progress;
         if (p && p->drawn)
-                (void) !write(STDERR_FILENO, clear, sizeof clear - 1);
+                (void)!write(STDERR_FILENO, clear, sizeof clear - 1);
         if (sig_cli && sig_cli->json)
-                (void) !write(STDOUT_FILENO, js, sizeof js - 1);
+                (void)!write(STDOUT_FILENO, js, sizeof js - 1);
         else
-                (void) !write(STDERR_FILENO, text, sizeof text - 1);
+                (void)!write(STDERR_FILENO, text, sizeof text - 1);
         _exit(CLI_EXIT_INTERRUPTED);
 }
 
 void cli_signals_setup(const Cli *c) {
         sig_cli = c;
-        struct sigaction sa = { .sa_handler = on_signal };
+        struct sigaction sa = {.sa_handler = on_signal};
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);

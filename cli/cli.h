@@ -21,7 +21,7 @@
 
 /* CLI-only warning: the fingerprint cache directory could not be created.
  * Not (yet) in include/kura/errors.h because the library never raises it. */
-#define CLI_W_NO_CACHE "KURA-W-NO-CACHE"
+#define CLI_W_NO_CACHE KURA_W_NO_CACHE
 
 /* Exit statuses (docs/ERRORS.md, kura(1)). */
 enum {
@@ -35,17 +35,17 @@ enum {
 };
 
 typedef struct Cli {
-        const char *verb;           /* "backup", ...; NULL before the verb */
-        const char *verb_help;      /* usage text of the verb being parsed */
-        const char *repo;           /* --repo, else KURA_REPO */
+        const char *verb;      /* "backup", ...; NULL before the verb */
+        const char *verb_help; /* usage text of the verb being parsed */
+        const char *repo;      /* --repo, else KURA_REPO */
         bool json;
         const char *password_file;
-        const char *config_dir;     /* KURA_CONFIG_DIR or /etc/kura */
-        const char *state_dir;      /* KURA_STATE_DIR or /var/lib/kura */
-        const char *cache_dir;      /* KURA_CACHE_DIR or /var/cache/kura */
-        bool debug;                 /* KURA_DEBUG set */
-        bool help_shown;            /* --help printed: the verb returns 0 at once */
-        KuraErr pw_err;             /* why the password callback failed, if it did */
+        const char *config_dir; /* KURA_CONFIG_DIR or /etc/kura */
+        const char *state_dir;  /* KURA_STATE_DIR or /var/lib/kura */
+        const char *cache_dir;  /* KURA_CACHE_DIR or /var/cache/kura */
+        bool debug;             /* KURA_DEBUG set */
+        bool help_shown;        /* --help printed: the verb returns 0 at once */
+        KuraErr pw_err;         /* why the password callback failed, if it did */
 } Cli;
 
 /* Long-option values shared by every verb (options may come after the verb). */
@@ -54,21 +54,29 @@ enum {
         OPT_JSON,
         OPT_PASSWORD_FILE,
         OPT_VERSION,
-        OPT_VERB = 0x200,           /* verbs number their own options from here */
+        OPT_VERB = 0x200, /* verbs number their own options from here */
 };
 
-#define CLI_GLOBAL_OPTIONS                                                      \
-        { "repo", required_argument, NULL, OPT_REPO },                          \
-        { "json", no_argument, NULL, OPT_JSON },                                \
-        { "password-file", required_argument, NULL, OPT_PASSWORD_FILE },        \
-        { "help", no_argument, NULL, 'h' }
+#define CLI_GLOBAL_OPTIONS                                                                                             \
+        {"repo", required_argument, NULL, OPT_REPO}, {"json", no_argument, NULL, OPT_JSON},                            \
+                {"password-file", required_argument, NULL, OPT_PASSWORD_FILE}, {                                       \
+                "help", no_argument, NULL, 'h'                                                                         \
+        }
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
-static inline void cli_freep(void *p) { free(*(void **) p); }
+static inline void cli_freep(void *p) {
+        free(*(void **)p);
+}
 #define _cleanup_free_ _cleanup_(cli_freep)
-static inline void cli_repo_closep(KuraRepo **r) { kura_repo_close(*r); }
-static inline void cli_version_freep(KuraVersion **v) { kura_version_free(*v); }
-static inline void cli_json_decrefp(json_t **j) { json_decref(*j); }
+static inline void cli_repo_closep(KuraRepo **r) {
+        kura_repo_close(*r);
+}
+static inline void cli_version_freep(KuraVersion **v) {
+        kura_version_free(*v);
+}
+static inline void cli_json_decrefp(json_t **j) {
+        json_decref(*j);
+}
 #define _cleanup_json_ _cleanup_(cli_json_decrefp)
 
 /* ---- options ------------------------------------------------------------ */
@@ -119,13 +127,13 @@ const char *cli_fmt_duration(double secs, char buf[static 32]);
 /* ---- progress bar --------------------------------------------------------- */
 
 typedef struct CliProgress {
-        bool enabled;               /* stderr is a terminal */
-        bool drawn;                 /* a line is on screen */
-        double start, last;         /* monotonic seconds */
+        bool enabled;       /* stderr is a terminal */
+        bool drawn;         /* a line is on screen */
+        double start, last; /* monotonic seconds */
 } CliProgress;
 
 void cli_progress_begin(CliProgress *p);
-void cli_progress_job(void *userdata, const KuraProgress *kp);        /* KuraJobProgressFn */
+void cli_progress_job(void *userdata, const KuraProgress *kp);           /* KuraJobProgressFn */
 void cli_progress_simple(void *userdata, uint64_t done, uint64_t total); /* KuraProgressFn */
 void cli_progress_end(CliProgress *p);
 double cli_now(void);
@@ -135,9 +143,8 @@ void cli_signals_setup(const Cli *c);
 
 /* ---- verbs -------------------------------------------------------------- */
 
-extern const char verb_init_help[], verb_key_help[], verb_backup_help[], verb_versions_help[],
-        verb_restore_help[], verb_check_help[], verb_forget_help[], verb_prune_help[],
-        verb_unlock_help[], verb_explain_help[];
+extern const char verb_init_help[], verb_key_help[], verb_backup_help[], verb_versions_help[], verb_restore_help[],
+        verb_check_help[], verb_forget_help[], verb_prune_help[], verb_unlock_help[], verb_explain_help[];
 
 int verb_init(Cli *c, int argc, char **argv, KuraErr *err);
 int verb_key(Cli *c, int argc, char **argv, KuraErr *err);

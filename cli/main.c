@@ -11,36 +11,35 @@
 #include "cli.h"
 
 #ifndef KURA_VERSION
-#define KURA_VERSION "unknown"
+#define KURA_VERSION "0.1.0" /* keep in step with project() in meson.build */
 #endif
 
-static const char main_help[] =
-        "Usage: kura [--repo DIR] [--json] [--password-file FILE] COMMAND [ARGS...]\n"
-        "\n"
-        "Block-level, deduplicating, encrypted backups of Linux volumes.\n"
-        "\n"
-        "Commands:\n"
-        "  init              create a repository\n"
-        "  key add|list|remove  manage the passphrases (key slots) of a repository\n"
-        "  backup            back up volumes (block devices or image files) as a new version\n"
-        "  versions          list the versions (recovery points)\n"
-        "  restore           restore a volume of a version to a device or file\n"
-        "  check             verify the repository (--read-data: every byte)\n"
-        "  forget            delete versions (--prune: and free their space)\n"
-        "  prune             delete data no version uses\n"
-        "  unlock            list and remove stale locks\n"
-        "  explain CODE      explain a kura error code or a Windows backup error code\n"
-        "\n"
-        "Global options (also accepted after the command):\n"
-        "  --repo DIR            the repository (default: $KURA_REPO)\n"
-        "  --json                machine-readable output on stdout\n"
-        "  --password-file FILE  read the passphrase from FILE's first line\n"
-        "  --help, --version\n"
-        "\n"
-        "Environment: KURA_REPO, KURA_PASSWORD, KURA_NEW_PASSWORD, KURA_CONFIG_DIR,\n"
-        "KURA_STATE_DIR, KURA_CACHE_DIR, KURA_DEBUG.\n"
-        "Exit status: 0 ok, 1 error, 2 usage, 3 damage found, 4 authentication, 5 locked,\n"
-        "130 interrupted.  'kura COMMAND --help' shows a command's options; see kura(1).\n";
+static const char main_help[] = "Usage: kura [--repo DIR] [--json] [--password-file FILE] COMMAND [ARGS...]\n"
+                                "\n"
+                                "Block-level, deduplicating, encrypted backups of Linux volumes.\n"
+                                "\n"
+                                "Commands:\n"
+                                "  init              create a repository\n"
+                                "  key add|list|remove  manage the passphrases (key slots) of a repository\n"
+                                "  backup            back up volumes (block devices or image files) as a new version\n"
+                                "  versions          list the versions (recovery points)\n"
+                                "  restore           restore a volume of a version to a device or file\n"
+                                "  check             verify the repository (--read-data: every byte)\n"
+                                "  forget            delete versions (--prune: and free their space)\n"
+                                "  prune             delete data no version uses\n"
+                                "  unlock            list and remove stale locks\n"
+                                "  explain CODE      explain a kura error code or a Windows backup error code\n"
+                                "\n"
+                                "Global options (also accepted after the command):\n"
+                                "  --repo DIR            the repository (default: $KURA_REPO)\n"
+                                "  --json                machine-readable output on stdout\n"
+                                "  --password-file FILE  read the passphrase from FILE's first line\n"
+                                "  --help, --version\n"
+                                "\n"
+                                "Environment: KURA_REPO, KURA_PASSWORD, KURA_NEW_PASSWORD, KURA_CONFIG_DIR,\n"
+                                "KURA_STATE_DIR, KURA_CACHE_DIR, KURA_DEBUG.\n"
+                                "Exit status: 0 ok, 1 error, 2 usage, 3 damage found, 4 authentication, 5 locked,\n"
+                                "130 interrupted.  'kura COMMAND --help' shows a command's options; see kura(1).\n";
 
 typedef struct Verb {
         const char *name;
@@ -49,16 +48,11 @@ typedef struct Verb {
 } Verb;
 
 static const Verb verbs[] = {
-        { "init", verb_init, verb_init_help },
-        { "key", verb_key, verb_key_help },
-        { "backup", verb_backup, verb_backup_help },
-        { "versions", verb_versions, verb_versions_help },
-        { "restore", verb_restore, verb_restore_help },
-        { "check", verb_check, verb_check_help },
-        { "forget", verb_forget, verb_forget_help },
-        { "prune", verb_prune, verb_prune_help },
-        { "unlock", verb_unlock, verb_unlock_help },
-        { "explain", verb_explain, verb_explain_help },
+        {"init", verb_init, verb_init_help},          {"key", verb_key, verb_key_help},
+        {"backup", verb_backup, verb_backup_help},    {"versions", verb_versions, verb_versions_help},
+        {"restore", verb_restore, verb_restore_help}, {"check", verb_check, verb_check_help},
+        {"forget", verb_forget, verb_forget_help},    {"prune", verb_prune, verb_prune_help},
+        {"unlock", verb_unlock, verb_unlock_help},    {"explain", verb_explain, verb_explain_help},
 };
 
 static const Verb *find_verb(const char *name) {
@@ -73,13 +67,13 @@ static int exit_status_for(const KuraErr *e) {
                 const char *code;
                 int status;
         } map[] = {
-                { KURA_E_USAGE, CLI_EXIT_USAGE },
-                { KURA_E_DAMAGED, CLI_EXIT_DAMAGE },
-                { KURA_E_CHECK_FAILED, CLI_EXIT_DAMAGE },
-                { KURA_E_WRONG_PASSWORD, CLI_EXIT_AUTH },
-                { KURA_E_NO_PASSWORD, CLI_EXIT_AUTH },
-                { KURA_E_LOCKED, CLI_EXIT_LOCKED },
-                { KURA_E_INTERRUPTED, CLI_EXIT_INTERRUPTED },
+                {KURA_E_USAGE, CLI_EXIT_USAGE},
+                {KURA_E_DAMAGED, CLI_EXIT_DAMAGE},
+                {KURA_E_CHECK_FAILED, CLI_EXIT_DAMAGE},
+                {KURA_E_WRONG_PASSWORD, CLI_EXIT_AUTH},
+                {KURA_E_NO_PASSWORD, CLI_EXIT_AUTH},
+                {KURA_E_LOCKED, CLI_EXIT_LOCKED},
+                {KURA_E_INTERRUPTED, CLI_EXIT_INTERRUPTED},
         };
         if (!e->code)
                 return CLI_EXIT_FAILURE;
@@ -99,7 +93,7 @@ static const char *env_or(const char *name, const char *def) {
 static int parse_global(Cli *c, int argc, char **argv, KuraErr *err) {
         static const struct option opts[] = {
                 CLI_GLOBAL_OPTIONS,
-                { "version", no_argument, NULL, OPT_VERSION },
+                {"version", no_argument, NULL, OPT_VERSION},
                 {},
         };
         for (;;) {
@@ -164,7 +158,7 @@ int main(int argc, char **argv) {
                 .cache_dir = env_or("KURA_CACHE_DIR", "/var/cache/kura"),
                 .debug = getenv("KURA_DEBUG") != NULL,
         };
-        KuraErr err = { 0 };
+        KuraErr err = {0};
 
         cli_signals_setup(&c);
         int r = run(&c, argc, argv, &err);

@@ -8,30 +8,29 @@
 
 #include "cli.h"
 
-const char verb_backup_help[] =
-        "Usage: kura backup --volume SRC [--name NAME] [--volume SRC2 [--name NAME2]]...\n"
-        "                   [--tag TAG]... [--chunk-size SIZE] [--allow-mounted] [--rehash]\n"
-        "                   [--threads N] [--json]\n"
-        "\n"
-        "Back up each SRC (a block device or an image file) into one new version.  Only\n"
-        "chunks the repository does not hold yet are stored.\n"
-        "\n"
-        "  --volume SRC       a volume to back up (repeatable)\n"
-        "  --name NAME        name of the preceding --volume (default: base name of SRC)\n"
-        "  --tag TAG          tag the version (repeatable)\n"
-        "  --chunk-size SIZE  256K to 8M, a power of two (default 1M)\n"
-        "  --allow-mounted    read a volume mounted read-write (crash-consistent copy)\n"
-        "  --rehash           ignore the fingerprint cache and hash every chunk\n"
-        "  --threads N        worker threads (default: number of CPUs)\n"
-        "\n"
-        "The fingerprint cache lives in $KURA_CACHE_DIR/fpcache (default /var/cache/kura).\n";
+const char verb_backup_help[] = "Usage: kura backup --volume SRC [--name NAME] [--volume SRC2 [--name NAME2]]...\n"
+                                "                   [--tag TAG]... [--chunk-size SIZE] [--allow-mounted] [--rehash]\n"
+                                "                   [--threads N] [--json]\n"
+                                "\n"
+                                "Back up each SRC (a block device or an image file) into one new version.  Only\n"
+                                "chunks the repository does not hold yet are stored.\n"
+                                "\n"
+                                "  --volume SRC       a volume to back up (repeatable)\n"
+                                "  --name NAME        name of the preceding --volume (default: base name of SRC)\n"
+                                "  --tag TAG          tag the version (repeatable)\n"
+                                "  --chunk-size SIZE  256K to 8M, a power of two (default 1M)\n"
+                                "  --allow-mounted    read a volume mounted read-write (crash-consistent copy)\n"
+                                "  --rehash           ignore the fingerprint cache and hash every chunk\n"
+                                "  --threads N        worker threads (default: number of CPUs)\n"
+                                "\n"
+                                "The fingerprint cache lives in $KURA_CACHE_DIR/fpcache (default /var/cache/kura).\n";
 
 enum { OPT_VOLUME = OPT_VERB, OPT_NAME, OPT_TAG, OPT_CHUNK, OPT_ALLOW_MOUNTED, OPT_REHASH, OPT_THREADS };
 
 /* mkdir -p with mode for the directories we create. */
 static int mkdir_p(const char *path, mode_t mode) {
         char buf[4096];
-        if (snprintf(buf, sizeof buf, "%s", path) >= (int) sizeof buf)
+        if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
                 return -ENAMETOOLONG;
         for (char *p = buf + 1; *p; p++) {
                 if (*p != '/')
@@ -47,6 +46,14 @@ static int mkdir_p(const char *path, mode_t mode) {
         if (stat(buf, &st) < 0)
                 return -errno;
         return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* The name the engine will give the volume: --name, else the base name. */
+static const char *source_name(const KuraBackupSource *s) {
+        if (s->name)
+                return s->name;
+        const char *b = strrchr(s->path, '/');
+        return b ? b + 1 : s->path;
 }
 
 static void print_summary(const KuraVersion *v) {
@@ -72,19 +79,19 @@ static void print_summary(const KuraVersion *v) {
 int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
         static const struct option opts[] = {
                 CLI_GLOBAL_OPTIONS,
-                { "volume", required_argument, NULL, OPT_VOLUME },
-                { "name", required_argument, NULL, OPT_NAME },
-                { "tag", required_argument, NULL, OPT_TAG },
-                { "chunk-size", required_argument, NULL, OPT_CHUNK },
-                { "allow-mounted", no_argument, NULL, OPT_ALLOW_MOUNTED },
-                { "rehash", no_argument, NULL, OPT_REHASH },
-                { "threads", required_argument, NULL, OPT_THREADS },
+                {"volume", required_argument, NULL, OPT_VOLUME},
+                {"name", required_argument, NULL, OPT_NAME},
+                {"tag", required_argument, NULL, OPT_TAG},
+                {"chunk-size", required_argument, NULL, OPT_CHUNK},
+                {"allow-mounted", no_argument, NULL, OPT_ALLOW_MOUNTED},
+                {"rehash", no_argument, NULL, OPT_REHASH},
+                {"threads", required_argument, NULL, OPT_THREADS},
                 {},
         };
         /* At most argc sources or tags: each takes at least one argument. */
-        _cleanup_free_ KuraBackupSource *src = calloc((size_t) argc + 1, sizeof *src);
-        _cleanup_free_ const char **tags = calloc((size_t) argc + 1, sizeof *tags);
-        KuraBackupOpts o = { 0 };
+        _cleanup_free_ KuraBackupSource *src = calloc((size_t)argc + 1, sizeof *src);
+        _cleanup_free_ const char **tags = calloc((size_t)argc + 1, sizeof *tags);
+        KuraBackupOpts o = {0};
         uint64_t v;
         int r;
 
@@ -93,14 +100,13 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
         while ((r = cli_next_opt(c, argc, argv, opts, err)) > 0) {
                 switch (r) {
                 case OPT_VOLUME:
-                        src[o.nsources++] = (KuraBackupSource) { .path = optarg };
+                        src[o.nsources++] = (KuraBackupSource){.path = optarg};
                         break;
                 case OPT_NAME:
                         if (o.nsources == 0)
                                 return cli_usage_error(err, "--name must follow the --volume it names");
                         if (src[o.nsources - 1].name)
-                                return cli_usage_error(err, "--volume %s has two names",
-                                                       src[o.nsources - 1].path);
+                                return cli_usage_error(err, "--volume %s has two names", src[o.nsources - 1].path);
                         if (!*optarg || strchr(optarg, '/'))
                                 return cli_usage_error(err, "--name '%s': a name must be non-empty and have no '/'",
                                                        optarg);
@@ -115,7 +121,7 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
                         if (v < KURA_CHUNK_SIZE_MIN || v > KURA_CHUNK_SIZE_MAX || (v & (v - 1)))
                                 return cli_usage_error(err, "--chunk-size %s: must be a power of two from 256K to 8M",
                                                        optarg);
-                        o.chunk_size = (uint32_t) v;
+                        o.chunk_size = (uint32_t)v;
                         break;
                 case OPT_ALLOW_MOUNTED:
                         o.allow_mounted = true;
@@ -126,7 +132,7 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
                 case OPT_THREADS:
                         if ((r = cli_parse_uint("--threads", optarg, 1024, &v, err)) < 0)
                                 return r;
-                        o.threads = (unsigned) v;
+                        o.threads = (unsigned)v;
                         break;
                 }
         }
@@ -135,18 +141,14 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
         if (c->help_shown)
                 return 0;
         if (optind < argc)
-                return cli_usage_error(err, "unexpected argument '%s' (volumes are given with --volume)",
-                                       argv[optind]);
+                return cli_usage_error(err, "unexpected argument '%s' (volumes are given with --volume)", argv[optind]);
         if (o.nsources == 0)
                 return cli_usage_error(err, "--volume is required");
-        for (size_t i = 0; i < o.nsources; i++) {
-                const char *ni = src[i].name ? src[i].name : strrchr(src[i].path, '/') ? strrchr(src[i].path, '/') + 1 : src[i].path;
-                for (size_t j = 0; j < i; j++) {
-                        const char *nj = src[j].name ? src[j].name : strrchr(src[j].path, '/') ? strrchr(src[j].path, '/') + 1 : src[j].path;
-                        if (!strcmp(ni, nj))
-                                return cli_usage_error(err, "two volumes are named '%s': give one a --name", ni);
-                }
-        }
+        for (size_t i = 0; i < o.nsources; i++)
+                for (size_t j = 0; j < i; j++)
+                        if (!strcmp(source_name(&src[i]), source_name(&src[j])))
+                                return cli_usage_error(err, "two volumes are named '%s': give one a --name",
+                                                       source_name(&src[i]));
         o.sources = src;
         o.tags = tags;
 
@@ -155,8 +157,8 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "free some memory", "out of memory");
         r = mkdir_p(cache, 0700);
         if (r < 0)
-                cli_warn(CLI_W_NO_CACHE, "cannot create fingerprint cache %s: %s; every chunk will be hashed",
-                         cache, strerror(-r));
+                cli_warn(CLI_W_NO_CACHE, "cannot create fingerprint cache %s: %s; every chunk will be hashed", cache,
+                         strerror(-r));
         else
                 o.cache_dir = cache;
 

@@ -1,2 +1,295 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* placeholder */
+/*
+ * kura explain CODE: the meaning and remedy of a kura code, and of the
+ * Windows Server Backup / VSS codes an administrator coming from Windows
+ * knows.  The kura entries mirror docs/ERRORS.md (cli/check-explain.sh checks
+ * that every code of include/kura/errors.h is in both).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char verb_explain_help[] = "Usage: kura explain CODE [--json]\n"
+                                 "       kura explain --list\n"
+                                 "\n"
+                                 "Explain a kura code (KURA-E-LOCKED, or just LOCKED) or a Windows Server Backup /\n"
+                                 "VSS code (0x800423F4, ...): what it means, typical causes, what to do.\n";
+
+typedef struct Explain {
+        const char *code;
+        const char *name; /* Windows symbolic name, NULL for kura codes */
+        int status;       /* exit status; -1: warning (none), -2: not a kura code */
+        const char *meaning;
+        const char *causes;
+        const char *remedy;
+} Explain;
+
+static const Explain table[] = {
+        {KURA_E_USAGE, NULL, 2,
+         "The command line is wrong: an unknown option, a missing argument, a required option left out (e.g. "
+         "--volume-to), or a value out of range.",
+         "A typo; an option of another command; no repository given (--repo DIR or KURA_REPO).",
+         "Run 'kura COMMAND --help' and fix the command line."},
+        {KURA_E_INTERNAL, NULL, 1, "kura hit a condition it did not expect: a bug.",
+         "A bug in kura or in a library it uses.", "Run the command again with KURA_DEBUG=1 and report the output."},
+        {KURA_E_NO_MEMORY, NULL, 1, "kura ran out of memory.",
+         "Too many --threads with large chunks; a memory limit of the service (cgroup) or of the machine.",
+         "Use fewer --threads or a smaller --chunk-size, or give kura more memory."},
+        {KURA_E_REPO_NOT_FOUND, NULL, 1, "The repository path does not exist.",
+         "A wrong --repo or KURA_REPO; the backup disk or network share is not mounted.",
+         "Check the path and mount the disk or share; 'kura init' creates a new repository."},
+        {KURA_E_NOT_A_REPO, NULL, 1, "The path exists but is not a kura repository (no readable 'config').",
+         "The path names a parent or subdirectory of the repository, another program's directory, or the config file "
+         "was lost.",
+         "Point --repo at the directory that holds 'config', 'data', 'index' and 'versions'."},
+        {KURA_E_REPO_EXISTS, NULL, 1, "'kura init' was given a directory that is not empty.",
+         "A repository (or other files) already lives there.",
+         "Use the existing repository, or give init a new or empty directory."},
+        {KURA_E_REPO_VERSION, NULL, 1,
+         "The repository uses a format version or an incompatible feature this kura does not know.",
+         "The repository was created or upgraded by a newer kura.",
+         "Upgrade kura on this machine; never edit 'config' by hand."},
+        {KURA_E_REPO_FULL, NULL, 1, "Writing to the repository failed for lack of space or quota (ENOSPC, EDQUOT).",
+         "The backup disk or share is full; retention keeps too many versions.",
+         "Free space: 'kura forget ID... --prune' old versions, or move the repository to a larger disk. The "
+         "interrupted backup left no version; 'kura prune' removes its leftovers."},
+        {KURA_E_REPO_IO, NULL, 1, "Reading or writing a repository file failed.",
+         "A failing disk, a network share that dropped, wrong permissions or ownership.",
+         "Look at the kernel log (dmesg) and the mount, fix permissions, then run 'kura check'."},
+        {KURA_E_REPO_READ_ONLY, NULL, 1,
+         "The command has to write to the repository, but it is on read-only media (EROFS).",
+         "The disk or share is mounted read-only, or was remounted read-only after errors.",
+         "Remount it read-write. 'kura restore' and 'kura check' work on a read-only repository without a lock."},
+        {KURA_E_NO_PASSWORD, NULL, 4, "The repository is encrypted and kura has no passphrase.",
+         "KURA_PASSWORD is unset, no --password-file was given and there is no terminal to ask on (cron, systemd); an "
+         "empty password file; the two prompts did not match.",
+         "Set KURA_PASSWORD or pass --password-file FILE (the passphrase on its first line), or run on a terminal."},
+        {KURA_E_WRONG_PASSWORD, NULL, 4, "The passphrase opens none of the repository's key slots.",
+         "A typo; a password file with the wrong line first or stray spaces; the key slot of that passphrase was "
+         "removed.",
+         "Check the passphrase; with a working one 'kura key list' shows the slots and 'kura key add' adds one."},
+        {KURA_E_KEY_SLOT, NULL, 1, "A key slot operation was refused or failed.",
+         "Removing the last key slot; an unknown or ambiguous slot ID; an unreadable key slot file; 'key add' on an "
+         "unencrypted repository.",
+         "Run 'kura key list' to see the slots and their IDs; keep at least one slot."},
+        {KURA_E_LOCKED, NULL, 5,
+         "Another kura process holds a lock that conflicts with this command; the message names its host and process.",
+         "A backup, prune or forget is running; a process that crashed left its lock behind.",
+         "Wait for the other command to finish. If its process is gone, 'kura unlock' removes stale locks; 'kura "
+         "unlock --all' only when you are sure nothing uses the repository."},
+        {KURA_E_VERSION_NOT_FOUND, NULL, 1, "No version has that ID or ID prefix.",
+         "A typo; the version was forgotten; the wrong repository.",
+         "Run 'kura versions' to list the versions; 'latest' names the newest."},
+        {KURA_E_VERSION_AMBIGUOUS, NULL, 1, "The ID prefix matches more than one version.", "The prefix is too short.",
+         "Give more hex digits of the ID ('kura versions --json' shows full IDs)."},
+        {KURA_E_VOLUME_NOT_FOUND, NULL, 1, "The version holds no volume of that name.",
+         "A typo; the volume was given another --name at backup time.",
+         "'kura versions' lists each version's volumes as name:size."},
+        {KURA_E_VOLUME_REQUIRED, NULL, 1, "The version holds several volumes and the command needs to know which one.",
+         "--volume NAME was left out.", "Add --volume NAME ('kura versions' shows the names)."},
+        {KURA_E_SOURCE_NOT_FOUND, NULL, 1, "A --volume given to backup does not exist.",
+         "A typo; a device name that changed (use /dev/disk/by-uuid/...); an image file that moved.",
+         "Check the path; prefer stable names under /dev/disk/by-id or by-uuid."},
+        {KURA_E_SOURCE_UNREADABLE, NULL, 1, "A volume to back up cannot be opened or read.",
+         "Not running as root for a block device; a read error on a failing disk; the device went away.",
+         "Run as root, look at the kernel log (dmesg), check the disk's health."},
+        {KURA_E_SOURCE_MOUNTED, NULL, 1,
+         "The volume is mounted read-write, so reading it would give an inconsistent image.",
+         "Backing up a live filesystem without a snapshot.",
+         "Unmount it or remount it read-only, back up a snapshot of it, or pass --allow-mounted to accept a "
+         "crash-consistent copy."},
+        {KURA_E_TARGET_NOT_FOUND, NULL, 1,
+         "The restore target does not exist (a device), or the directory for a new file is missing.",
+         "A typo; a device name that changed; the target disk is not attached.",
+         "Check the path given to --volume-to."},
+        {KURA_E_TARGET_TOO_SMALL, NULL, 1, "The target block device is smaller than the volume.",
+         "A smaller replacement disk or partition.",
+         "Restore to a device at least as large as the volume (the size is in 'kura versions'), or to a file."},
+        {KURA_E_TARGET_MOUNTED, NULL, 1,
+         "The restore target is mounted (or a loop device backed by the target file is).",
+         "Restoring over the running system or a mounted filesystem.",
+         "Unmount the target first; restore the running system from the rescue image."},
+        {KURA_E_TARGET_IO, NULL, 1, "Writing the restore target failed.",
+         "No space left for a target file; a failing target disk.",
+         "Free space or use another target; look at the kernel log (dmesg)."},
+        {KURA_E_DAMAGED, NULL, 3,
+         "Data in the repository is damaged or missing: a chunk failed its authentication tag or ID check, is not "
+         "indexed, or a manifest is unreadable. The message names the chunk, pack or version.",
+         "Disk or memory errors, files changed or deleted by hand, an incomplete copy of the repository.",
+         "Run 'kura check --read-data' to see every damaged object and the versions it affects; 'kura restore "
+         "--ignore-damage' recovers the rest of a volume; restore from another copy of the repository."},
+        {KURA_E_CHECK_FAILED, NULL, 3, "'kura check' found errors (it lists each one).",
+         "See the individual problems; usually KURA-E-DAMAGED objects.",
+         "Read the problems above, 'kura explain' their codes, and keep the repository unchanged until the cause is "
+         "known."},
+        {KURA_E_INTERRUPTED, NULL, 130, "The command was interrupted (SIGINT or SIGTERM).",
+         "Ctrl-C; a service stop or timeout.",
+         "Run it again. An interrupted backup leaves no version; 'kura prune' removes its leftovers and 'kura unlock' "
+         "its stale lock."},
+        {KURA_W_LEFTOVER, NULL, -1, "Temporary files or unindexed packs of an unfinished write were found.",
+         "An interrupted or failed backup or prune.", "Harmless; 'kura prune' removes them."},
+        {KURA_W_NO_LOCK, NULL, -1, "The repository is read-only, so restore or check goes on without taking a lock.",
+         "The repository is on read-only media (a write-protected disk, a read-only share).",
+         "Fine as long as nothing else writes to the repository at the same time."},
+        {KURA_W_STALE_LOCK, NULL, -1,
+         "A lock whose holder is gone: a dead process on this host, or a lock of another host older than the stale "
+         "age.",
+         "A kura process crashed or was killed; a host died during a backup.", "'kura unlock' removes stale locks."},
+        {KURA_W_DAMAGE_SKIPPED, NULL, -1,
+         "Damaged ranges were skipped: restore --ignore-damage wrote zeros where chunks were damaged (listed as "
+         "offset+length, exit status 3), or versions left out unreadable manifests.",
+         "Damaged or missing chunks or manifests (see KURA-E-DAMAGED).",
+         "Check the restored data in the listed byte ranges (e.g. with debugfs icheck/ncheck); run 'kura check "
+         "--read-data'."},
+        {CLI_W_NO_CACHE, NULL, -1,
+         "The fingerprint cache directory ($KURA_CACHE_DIR/fpcache) could not be created; the backup hashes every "
+         "chunk.",
+         "/var/cache/kura not writable (not root), a read-only /var.",
+         "Run as root or set KURA_CACHE_DIR to a writable directory. The backup is still correct, only slower."},
+
+        /* Windows Server Backup / VSS codes, in kura's terms. */
+        {"0x800423F4", "VSS_E_WRITERERROR_NONRETRYABLE", -2,
+         "Windows: a VSS writer (an application's quiesce agent, e.g. SqlServerWriter) reported a non-retryable error, "
+         "so the backup failed.",
+         "a writer (the PostgreSQL, MariaDB, SQLite, script or system writer) failed in Identify, PrepareForBackup or "
+         "Freeze and cannot be retried; kura aborts the snapshot set and always thaws the others.",
+         "Look at 'kura writers' for the writer in state Failed and its last error, fix the application (its service, "
+         "memory, permissions), then back up again."},
+        {"0x800423F3", "VSS_E_WRITERERROR_RETRYABLE", -2,
+         "Windows: a VSS writer failed with a transient error; the same backup may succeed later.",
+         "a writer timed out or was busy (Freeze over its time limit, a long transaction); retryable.",
+         "Look at 'kura writers' (last error Retryable or Timed out) and run the backup again, at a quieter time if "
+         "need be."},
+        {"0x80780119", NULL, -2,
+         "Windows Server Backup: not enough space for the shadow copy on the SOURCE volume (often the small System "
+         "Reserved partition), not on the backup target.",
+         "the snapshot's copy-on-write space (shadow storage) is too small: the LVM snapshot LV, the thin pool's free "
+         "space, or the btrfs free space on the source side.",
+         "Look at 'kura shadowstorage' and 'kura providers'; give the volume group or thin pool more free space, or "
+         "let the snapshot use a larger COW size."},
+        {"0x8004231F", "VSS_E_INSUFFICIENT_STORAGE", -2,
+         "Windows: VSS found too little storage to create the shadow copy.",
+         "the snapshot provider has no room for a snapshot (volume group, thin pool or btrfs filesystem full).",
+         "Look at 'kura shadowstorage', free space in the volume group or pool, then back up again."},
+        {"0x80042306", "VSS_E_PROVIDER_VETO", -2,
+         "Windows: the VSS provider vetoed the shadow copy (an error inside the provider).",
+         "the snapshot provider (lvm-thin, lvm, btrfs, fsfreeze, reflink) refused or failed to create the snapshot, "
+         "e.g. an lvcreate error or a filesystem that cannot be frozen.",
+         "Look at 'kura providers' and the provider's tool output in the error; check the kernel log (dmesg)."},
+        {"0x80780166", NULL, -2,
+         "Windows Server Backup: the backup target could not be found (an external disk whose drive letter changed or "
+         "that is not attached).",
+         "the repository path does not exist or is not mounted (KURA-E-REPO-NOT-FOUND, KURA-E-NOT-A-REPO).",
+         "Check --repo / KURA_REPO and the mount of the backup disk; use a stable mount (by UUID in /etc/fstab). 'kura "
+         "explain KURA-E-REPO-NOT-FOUND'."},
+        {"0x807800C5", NULL, -2,
+         "Windows Server Backup: failed to prepare the backup image on the target; the target (a NAS or network share) "
+         "is unreachable or denies writing.",
+         "the repository on a share cannot be written (KURA-E-REPO-IO, KURA-E-REPO-READ-ONLY) or reached; wrong share "
+         "permissions or protocol version.",
+         "Check that the share is mounted read-write and writable by root, then run 'kura check' on the repository."},
+};
+
+static void upcase(const char *in, char *out, size_t n) {
+        size_t i = 0;
+        for (; in[i] && i + 1 < n; i++)
+                out[i] = (char)toupper((unsigned char)in[i]);
+        out[i] = 0;
+}
+
+static const Explain *lookup(const char *arg) {
+        char q[96], k[96];
+        upcase(arg, q, sizeof q);
+        const char *hex = !strncmp(q, "0X", 2) ? q + 2 : q;
+        for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+                const Explain *e = &table[i];
+                upcase(e->code, k, sizeof k);
+                if (!strcmp(q, k) || (e->name && !strcmp(q, e->name)))
+                        return e;
+                if (!strncmp(k, "0X", 2) && !strcmp(hex, k + 2))
+                        return e;
+                /* "LOCKED" or "E-LOCKED" for KURA-E-LOCKED. */
+                if (!strncmp(k, "KURA-", 5) && (!strcmp(q, k + 5) || !strcmp(q, k + 7)))
+                        return e;
+        }
+        return NULL;
+}
+
+static const char *status_text(const Explain *e, char buf[static 48]) {
+        if (e->status >= 0)
+                snprintf(buf, 48, "exit status %d", e->status);
+        else if (e->status == -1)
+                snprintf(buf, 48, "warning, exit status unaffected");
+        else
+                snprintf(buf, 48, "Windows code, not raised by kura");
+        return buf;
+}
+
+static void print_markdown(void) {
+        char s[48];
+        for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+                const Explain *e = &table[i];
+                int kind = e->status >= 0 ? 0 : -e->status;
+                if (i == 0 || kind != (table[i - 1].status >= 0 ? 0 : -table[i - 1].status))
+                        printf("## %s\n\n", kind == 0   ? "Errors"
+                                            : kind == 1 ? "Warnings"
+                                                        : "Windows Server Backup and VSS codes");
+                printf("### %s%s%s\n\n", e->code, e->name ? " " : "", e->name ? e->name : "");
+                printf("- **Status:** %s\n- **Meaning:** %s\n- **%s:** %s\n- **Remedy:** %s\n\n", status_text(e, s),
+                       e->meaning, e->status == -2 ? "In kura" : "Typical causes", e->causes, e->remedy);
+        }
+}
+
+enum { OPT_LIST = OPT_VERB, OPT_MARKDOWN };
+
+int verb_explain(Cli *c, int argc, char **argv, KuraErr *err) {
+        static const struct option opts[] = {
+                CLI_GLOBAL_OPTIONS,
+                {"list", no_argument, NULL, OPT_LIST},
+                {"markdown", no_argument, NULL, OPT_MARKDOWN}, /* regenerates docs/ERRORS.md's entries */
+                {},
+        };
+        bool list = false, markdown = false;
+        int r;
+        while ((r = cli_next_opt(c, argc, argv, opts, err)) > 0) {
+                if (r == OPT_LIST)
+                        list = true;
+                else if (r == OPT_MARKDOWN)
+                        markdown = true;
+        }
+        if (r < 0)
+                return r;
+        if (c->help_shown)
+                return 0;
+        if (markdown) {
+                print_markdown();
+                return 0;
+        }
+        if (list) {
+                for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+                        printf("%s%s%s\n", table[i].code, table[i].name ? " " : "", table[i].name ? table[i].name : "");
+                return 0;
+        }
+        if (argc - optind != 1)
+                return cli_usage_error(err, "explain needs exactly one code");
+
+        const Explain *e = lookup(argv[optind]);
+        if (!e)
+                return kura_err(err, EINVAL, KURA_E_USAGE, "'kura explain --list' shows every known code",
+                                "unknown code '%s'", argv[optind]);
+        char s[48];
+        if (c->json) {
+                _cleanup_json_ json_t *j = json_pack("{s:s, s:s?, s:i, s:s, s:s, s:s}", "code", e->code, "name",
+                                                     e->name, "exit_status", e->status >= 0 ? e->status : 0, "meaning",
+                                                     e->meaning, "causes", e->causes, "remedy", e->remedy);
+                cli_json_print(j);
+                return 0;
+        }
+        printf("%s%s%s (%s)\n\n", e->code, e->name ? " " : "", e->name ? e->name : "", status_text(e, s));
+        printf("Meaning: %s\n\n%s: %s\n\nRemedy: %s\n", e->meaning, e->status == -2 ? "In kura" : "Typical causes",
+               e->causes, e->remedy);
+        return 0;
+}

@@ -5,30 +5,29 @@
 
 #include "cli.h"
 
-const char verb_init_help[] =
-        "Usage: kura [--repo DIR] init [--no-encryption] [--kdf-memory SIZE] [--kdf-passes N]\n"
-        "                              [--zstd-level N] [--json]\n"
-        "\n"
-        "Create a repository in DIR (created if missing, else it must be empty).\n"
-        "The passphrase comes from KURA_PASSWORD, --password-file, or is asked twice.\n"
-        "\n"
-        "  --no-encryption     store chunks unencrypted (still checksummed)\n"
-        "  --kdf-memory SIZE   Argon2id memory (default 64M)\n"
-        "  --kdf-passes N      Argon2id passes (default 3)\n"
-        "  --zstd-level N      compression level for new data (default 3)\n";
+const char verb_init_help[] = "Usage: kura [--repo DIR] init [--no-encryption] [--kdf-memory SIZE] [--kdf-passes N]\n"
+                              "                              [--zstd-level N] [--json]\n"
+                              "\n"
+                              "Create a repository in DIR (created if missing, else it must be empty).\n"
+                              "The passphrase comes from KURA_PASSWORD, --password-file, or is asked twice.\n"
+                              "\n"
+                              "  --no-encryption     store chunks unencrypted (still checksummed)\n"
+                              "  --kdf-memory SIZE   Argon2id memory (default 64M)\n"
+                              "  --kdf-passes N      Argon2id passes (default 3)\n"
+                              "  --zstd-level N      compression level for new data (default 3)\n";
 
 enum { OPT_NO_ENC = OPT_VERB, OPT_KDF_MEM, OPT_KDF_PASSES, OPT_ZSTD };
 
 int verb_init(Cli *c, int argc, char **argv, KuraErr *err) {
         static const struct option opts[] = {
                 CLI_GLOBAL_OPTIONS,
-                { "no-encryption", no_argument, NULL, OPT_NO_ENC },
-                { "kdf-memory", required_argument, NULL, OPT_KDF_MEM },
-                { "kdf-passes", required_argument, NULL, OPT_KDF_PASSES },
-                { "zstd-level", required_argument, NULL, OPT_ZSTD },
+                {"no-encryption", no_argument, NULL, OPT_NO_ENC},
+                {"kdf-memory", required_argument, NULL, OPT_KDF_MEM},
+                {"kdf-passes", required_argument, NULL, OPT_KDF_PASSES},
+                {"zstd-level", required_argument, NULL, OPT_ZSTD},
                 {},
         };
-        KuraRepoInitOpts o = { .encrypted = true };
+        KuraRepoInitOpts o = {.encrypted = true};
         uint64_t v;
         int r;
 
@@ -44,12 +43,12 @@ int verb_init(Cli *c, int argc, char **argv, KuraErr *err) {
                 case OPT_KDF_PASSES:
                         if ((r = cli_parse_uint("--kdf-passes", optarg, UINT32_MAX, &v, err)) < 0)
                                 return r;
-                        o.kdf_passes = (uint32_t) v;
+                        o.kdf_passes = (uint32_t)v;
                         break;
                 case OPT_ZSTD:
                         if ((r = cli_parse_uint("--zstd-level", optarg, 22, &v, err)) < 0)
                                 return r;
-                        o.zstd_level = (int) v;
+                        o.zstd_level = (int)v;
                         break;
                 }
         }
@@ -60,7 +59,7 @@ int verb_init(Cli *c, int argc, char **argv, KuraErr *err) {
         if (optind < argc)
                 return cli_usage_error(err, "unexpected argument '%s'", argv[optind]);
 
-        const char *path;
+        const char *path = NULL;
         if ((r = cli_repo_path(c, &path, err)) < 0)
                 return r;
 
@@ -78,12 +77,11 @@ int verb_init(Cli *c, int argc, char **argv, KuraErr *err) {
                 return r;
 
         if (c->json) {
-                _cleanup_json_ json_t *j = json_pack("{s:s, s:s, s:b}", "id", id ? id : "", "path", path,
-                                                     "encrypted", (int) o.encrypted);
+                _cleanup_json_ json_t *j =
+                        json_pack("{s:s, s:s, s:b}", "id", id ? id : "", "path", path, "encrypted", (int)o.encrypted);
                 cli_json_print(j);
         } else {
-                printf("created repository %s at %s%s\n", id ? id : "", path,
-                       o.encrypted ? "" : " (unencrypted)");
+                printf("created repository %s at %s%s\n", id ? id : "", path, o.encrypted ? "" : " (unencrypted)");
                 if (o.encrypted)
                         printf("keep the passphrase safe: without it the backups cannot be restored\n");
         }

@@ -7,15 +7,14 @@
 
 #include "cli.h"
 
-const char verb_key_help[] =
-        "Usage: kura key add [--kdf-memory SIZE] [--kdf-passes N] [--new-password-file FILE]\n"
-        "       kura key list [--json]\n"
-        "       kura key remove ID\n"
-        "\n"
-        "Key slots wrap the repository's master key under a passphrase.  'add' opens the\n"
-        "repository with an existing passphrase (KURA_PASSWORD, --password-file or a prompt)\n"
-        "and adds a new one (KURA_NEW_PASSWORD, --new-password-file, or asked twice).\n"
-        "'remove' refuses to remove the last slot.\n";
+const char verb_key_help[] = "Usage: kura key add [--kdf-memory SIZE] [--kdf-passes N] [--new-password-file FILE]\n"
+                             "       kura key list [--json]\n"
+                             "       kura key remove ID\n"
+                             "\n"
+                             "Key slots wrap the repository's master key under a passphrase.  'add' opens the\n"
+                             "repository with an existing passphrase (KURA_PASSWORD, --password-file or a prompt)\n"
+                             "and adds a new one (KURA_NEW_PASSWORD, --new-password-file, or asked twice).\n"
+                             "'remove' refuses to remove the last slot.\n";
 
 enum { OPT_KDF_MEM = OPT_VERB, OPT_KDF_PASSES, OPT_NEW_PW_FILE };
 
@@ -58,12 +57,12 @@ static int key_list(Cli *c, KuraErr *err) {
                 _cleanup_json_ json_t *a = json_array();
                 char t[40];
                 for (size_t i = 0; i < n; i++)
-                        json_array_append_new(
-                                a, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b}", "id", keys[i].id, "created",
-                                             cli_fmt_time_rfc3339(keys[i].created_ns, t), "host", keys[i].host,
-                                             "user", keys[i].user, "access", keys[i].access, "kdf_memory",
-                                             (json_int_t) keys[i].kdf_mem, "kdf_passes",
-                                             (json_int_t) keys[i].kdf_passes, "current", (int) keys[i].current));
+                        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b}", "id", keys[i].id,
+                                                           "created", cli_fmt_time_rfc3339(keys[i].created_ns, t),
+                                                           "host", keys[i].host, "user", keys[i].user, "access",
+                                                           keys[i].access, "kdf_memory", (json_int_t)keys[i].kdf_mem,
+                                                           "kdf_passes", (json_int_t)keys[i].kdf_passes, "current",
+                                                           (int)keys[i].current));
                 _cleanup_json_ json_t *j = json_pack("{s:O}", "keys", a);
                 cli_json_print(j);
                 return 0;
@@ -72,9 +71,9 @@ static int key_list(Cli *c, KuraErr *err) {
         for (size_t i = 0; i < n; i++) {
                 char t[32], m[32], uh[200];
                 snprintf(uh, sizeof uh, "%s@%s", keys[i].user, keys[i].host);
-                printf("%-1s %-16s  %-19s  %-20s  %-6s  argon2id %s, %" PRIu32 " passes\n",
-                       keys[i].current ? "*" : "", keys[i].id, cli_fmt_time_local(keys[i].created_ns, t), uh,
-                       keys[i].access, cli_fmt_size(keys[i].kdf_mem, m), keys[i].kdf_passes);
+                printf("%-1s %-16s  %-19s  %-20s  %-6s  argon2id %s, %" PRIu32 " passes\n", keys[i].current ? "*" : "",
+                       keys[i].id, cli_fmt_time_local(keys[i].created_ns, t), uh, keys[i].access,
+                       cli_fmt_size(keys[i].kdf_mem, m), keys[i].kdf_passes);
         }
         return 0;
 }
@@ -98,9 +97,9 @@ static int key_remove(Cli *c, const char *id, KuraErr *err) {
 int verb_key(Cli *c, int argc, char **argv, KuraErr *err) {
         static const struct option opts[] = {
                 CLI_GLOBAL_OPTIONS,
-                { "kdf-memory", required_argument, NULL, OPT_KDF_MEM },
-                { "kdf-passes", required_argument, NULL, OPT_KDF_PASSES },
-                { "new-password-file", required_argument, NULL, OPT_NEW_PW_FILE },
+                {"kdf-memory", required_argument, NULL, OPT_KDF_MEM},
+                {"kdf-passes", required_argument, NULL, OPT_KDF_PASSES},
+                {"new-password-file", required_argument, NULL, OPT_NEW_PW_FILE},
                 {},
         };
         uint64_t kdf_mem = 0, v;
@@ -117,7 +116,7 @@ int verb_key(Cli *c, int argc, char **argv, KuraErr *err) {
                 case OPT_KDF_PASSES:
                         if ((r = cli_parse_uint("--kdf-passes", optarg, UINT32_MAX, &v, err)) < 0)
                                 return r;
-                        kdf_passes = (uint32_t) v;
+                        kdf_passes = (uint32_t)v;
                         break;
                 case OPT_NEW_PW_FILE:
                         new_pw_file = optarg;

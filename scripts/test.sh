@@ -39,7 +39,7 @@ build_dir() { # dir [meson args...]
 run_meson_tests() { # builddir label
   local d=$1 label=$2
   rm -f "$d/meson-logs/testlog.json"
-  meson test -C "$d" --suite unit --suite fuzz-replay --num-processes 2 --print-errorlogs \
+  meson test -C "$d" --suite unit --suite fuzz-replay --suite cli --num-processes 2 --print-errorlogs \
     >"$logdir/meson-$label.log" 2>&1
   if [ ! -f "$d/meson-logs/testlog.json" ]; then
     record "meson-$label" fail "(no test log; see $logdir/meson-$label.log)"; return

@@ -49,6 +49,7 @@
 #define KURA_W_NO_LOCK             "KURA-W-NO-LOCK"
 #define KURA_W_STALE_LOCK          "KURA-W-STALE-LOCK"
 #define KURA_W_DAMAGE_SKIPPED      "KURA-W-DAMAGE-SKIPPED"
+#define KURA_W_NO_CACHE            "KURA-W-NO-CACHE"
 
 typedef struct KuraErr {
         const char *code;       /* static string, NULL while unset */
