@@ -5,6 +5,7 @@
 
 #include "kura/errors.h"
 
+__attribute__((format(printf, 5, 0)))
 static void vset(KuraErr *err, int errnum, const char *code, const char *remedy,
                  const char *fmt, va_list ap, bool with_strerror) {
         int n = vsnprintf(err->message, sizeof err->message, fmt, ap);

@@ -83,7 +83,7 @@ int kura_key_list(KuraRepo *repo, KuraKeySlotInfo **ret, size_t *ret_n, KuraErr 
                         break;
                 }
                 KuraKeySlotInfo ki = {0};
-                snprintf(ki.id, sizeof ki.id, "%s", de->d_name);
+                snprintf(ki.id, sizeof ki.id, "%.16s", de->d_name);
                 int k = kio_read_file(p, 1 << 20, &data, &len);
                 if (k == -ENOENT)
                         continue;

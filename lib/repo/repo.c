@@ -333,7 +333,7 @@ static int unlock_master_key(KuraRepo *repo, const KuraRepoOpenOpts *opts, KuraE
                 json_decref(slot);
                 if (k == 0) {
                         ok = true;
-                        snprintf(repo->slot_id, sizeof repo->slot_id, "%s", de->d_name);
+                        snprintf(repo->slot_id, sizeof repo->slot_id, "%.16s", de->d_name);
                 } else if (k == -ENOMEM) {
                         r = k;
                         break;
