@@ -67,7 +67,7 @@ run_integration() { # kura-binary label
     tmo=$(sed -n 's/^# kura-test: timeout=\([0-9]*\).*/\1/p' "$t" | head -1)
     tmo=${tmo:-600}
     start=$(date +%s)
-    KURA="$bin" timeout -k 10 "$tmo" bash "$t" >"$logdir/$label-$name.log" 2>&1
+    KURA="$bin" KURA_TEST_PASS="$label" timeout -k 10 "$tmo" bash "$t" >"$logdir/$label-$name.log" 2>&1
     rc=$?
     case $rc in
       0) record "$label/$name" pass ;;
