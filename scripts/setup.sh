@@ -15,6 +15,11 @@ PACKAGES=(
   # tests: filesystems, partitions, loop devices, checks
   util-linux e2fsprogs xfsprogs btrfs-progs dosfstools mtools attr acl
   zstd openssl coreutils findutils diffutils procps kmod python3 jq time
+  # qemu guests (tests/vm/): Debian's kernel runs what this host's kernel lacks
+  qemu-system-x86 qemu-utils busybox-static cpio xz-utils ovmf seabios
+  lvm2 thin-provisioning-tools fdisk
+  # reference writers and their tests: real databases from Debian
+  libpq-dev libmariadb-dev libsqlite3-dev sqlite3 postgresql postgresql-contrib mariadb-server mariadb-client
   # benchmarks (bench/): the peers and the data set
   restic borgbackup partclone debootstrap
 )

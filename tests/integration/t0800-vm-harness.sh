@@ -12,12 +12,14 @@
 # up the snapshot and restores it byte-identically.  Harness self-tests: a
 # failing command gives FAIL and its exit status, a --share is writable from
 # the guest, a hung command times out with 124, and boot-disk.sh boots a BIOS
-# disk (a hand-made MBR that prints a marker) without changing the image.
+# disk (a hand-made MBR that prints a marker) and a UEFI disk (OVMF shell ->
+# startup.nsh -> Debian's kernel + busybox initramfs) without changing them.
 # Boots run one at a time.  Never runs LVM on the host (no device-mapper here).
 . "$(dirname "$0")/lib.sh"
 
 VM=$SRCROOT/tests/vm
-require_tool qemu-system-x86_64 lvm thin_delta dmsetup cpio xz
+require_tool qemu-system-x86_64 lvm thin_delta dmsetup cpio xz mkfs.vfat mcopy
+[ -f /usr/share/ovmf/OVMF.fd ] || skip "ovmf is missing (scripts/setup.sh installs it)"
 [ -x /bin/busybox ] || skip "busybox-static is missing"
 
 t=$SECONDS
@@ -98,7 +100,34 @@ assert_eq "$before" "$(sha "$T/mbr.img")" "the disk image after a snapshot=on bo
 # The same disk without its boot signature: SeaBIOS finds nothing to boot.
 cp "$T/mbr.img" "$T/nosig.img"
 printf '\0\0' | dd of="$T/nosig.img" bs=1 seek=510 conv=notrunc status=none
-"$VM/boot-disk.sh" --firmware bios --disk "$T/nosig.img" --marker '^KURA-BIOS-MARKER' --timeout 20 2>"$T/nosig.err"
+"$VM/boot-disk.sh" --firmware bios --disk "$T/nosig.img" --marker '^KURA-BIOS-MARKER' --timeout 10 2>"$T/nosig.err"
 rc=$?
 assert_ne 0 "$rc" "boot-disk.sh on a disk without a boot signature"
 info "unbootable disk: exit $rc (no marker)"
+
+# ---- boot-disk.sh: a UEFI disk -----------------------------------------------------------
+# A FAT disk (no partition table: OVMF maps it as FS0) without BOOTX64.EFI, so
+# OVMF falls back to its shell, which runs startup.nsh: Debian's kernel (an EFI
+# stub) with a command line and a busybox initramfs that prints a marker.
+KDIR=${KURA_VM_CACHE:-/var/cache/kura-vm}/$(cat "${KURA_VM_CACHE:-/var/cache/kura-vm}/KVER")
+mkdir -p "$T/ird/bin" "$T/ird/dev"
+cp /bin/busybox "$T/ird/bin/"
+printf '#!/bin/busybox sh\n/bin/busybox mount -t devtmpfs d /dev\necho KURA-UEFI-MARKER-$(/bin/busybox uname -r) >/dev/ttyS0\n/bin/busybox poweroff -f\n' >"$T/ird/init"
+chmod 755 "$T/ird/init"
+(cd "$T/ird" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1) >"$T/uefi-initrd.img" || fail "cpio"
+printf 'fs0:\r\n\\linux.efi console=ttyS0 quiet panic=-1 initrd=\\initrd.img\r\n' >"$T/startup.nsh"
+truncate -s 40M "$T/esp.img"
+mkfs.vfat -n KURAESP "$T/esp.img" >/dev/null || fail "mkfs.vfat"
+mcopy -i "$T/esp.img" "$KDIR/vmlinuz" ::/linux.efi || fail "mcopy"
+mcopy -i "$T/esp.img" "$T/uefi-initrd.img" ::/initrd.img || fail "mcopy"
+mcopy -i "$T/esp.img" "$T/startup.nsh" ::/startup.nsh || fail "mcopy"
+before=$(sha "$T/esp.img")
+t=$SECONDS
+"$VM/boot-disk.sh" --firmware uefi --disk "$T/esp.img" --marker '^KURA-UEFI-MARKER-6\.' --timeout 150 \
+        --log "$T/uefi-console.log" 2>"$T/uefi.err"
+rc=$?
+cat "$T/uefi.err"
+info "UEFI disk boot: exit $rc after $((SECONDS - t)) s"
+assert_eq 0 "$rc" "boot-disk.sh --firmware uefi exit status"
+assert_contains "$T/uefi-console.log" "EFI Internal Shell" "OVMF console"
+assert_eq "$before" "$(sha "$T/esp.img")" "the ESP image after a snapshot=on boot"

@@ -1,0 +1,134 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Boot a whole disk image the way a machine would (firmware, boot loader, its
+# own kernel and initramfs) and wait for a marker on the serial console.
+# The images are never changed (snapshot=on).  See tests/vm/README.md.
+#
+#   tests/vm/boot-disk.sh --firmware bios|uefi --disk IMG [--disk IMG]...
+#                         --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide]
+#                         [--log FILE] [--mem MIB]
+#
+# Exit status: 0 when a console line matches REGEX (grep -E), 1 if the guest
+# stopped (powered off, rebooted, crashed) without printing it, 124 if it did
+# not print it within S seconds (default 180), 126 for bad usage.  Unless 0,
+# the last 40 lines of the console go to stderr.
+set -uo pipefail
+
+usage() {
+        echo "usage: $0 --firmware bios|uefi --disk IMG [--disk IMG]... --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide] [--log FILE] [--mem MIB]" >&2
+        exit 126
+}
+say() { echo "vm: $*" >&2; }
+
+fw='' marker='' timeout=180 bus=virtio log='' mem=${KURA_VM_MEM:-512}
+disks=()
+while [ $# -gt 0 ]; do
+        [ $# -ge 2 ] || usage
+        case $1 in
+        --firmware) fw=$2 ;;
+        --disk) disks+=("$2") ;;
+        --marker) marker=$2 ;;
+        --timeout) timeout=$2 ;;
+        --bus) bus=$2 ;;
+        --log) log=$2 ;;
+        --mem) mem=$2 ;;
+        *) usage ;;
+        esac
+        shift 2
+done
+[ ${#disks[@]} -ge 1 ] && [ -n "$marker" ] || usage
+[[ "$timeout" =~ ^[0-9]+$ ]] && [ "$timeout" -gt 0 ] || usage
+[[ "$mem" =~ ^[0-9]+$ ]] || usage
+QEMU=$(command -v qemu-system-x86_64) || { say "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"; exit 126; }
+
+qargs=(-nodefaults -display none -vga none -nic none -no-reboot -m "$mem" -smp 1)
+if [ "${KURA_VM_ACCEL:-tcg}" = kvm ]; then
+        qargs+=(-accel kvm -cpu host)
+else
+        qargs+=(-accel tcg) # KVM hangs guests on these machines
+fi
+case $fw in
+bios) ;; # SeaBIOS, qemu's default
+uefi)
+        ovmf=${KURA_VM_OVMF:-/usr/share/ovmf/OVMF.fd}
+        [ -f "$ovmf" ] || { say "$ovmf is missing (apt-get install ovmf)"; exit 126; }
+        # No persistent NVRAM: OVMF boots \EFI\BOOT\BOOTX64.EFI only.
+        qargs+=(-bios "$ovmf")
+        ;;
+*) usage ;;
+esac
+
+work=$(mktemp -d /tmp/kura-vm-boot.XXXXXX) || exit 126
+qpid=
+cleanup() {
+        [ -n "$qpid" ] && kill "$qpid" 2>/dev/null
+        rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+[ -n "$log" ] || log=$work/console.log
+: >"$log" || exit 126
+qargs+=(-serial "file:$log")
+
+[ "$bus" = sata ] && qargs+=(-device "ahci,id=ahci")
+i=0
+for img in "${disks[@]}"; do
+        [ -f "$img" ] || [ -b "$img" ] || { say "--disk $img does not exist"; exit 126; }
+        [[ "$img" != *,* ]] || { say "--disk $img: no commas, please"; exit 126; }
+        fmt=raw
+        [[ "$img" == *.qcow2 ]] && fmt=qcow2
+        drv="file=$img,format=$fmt,snapshot=on,id=d$i"
+        case $bus in
+        virtio) qargs+=(-drive "$drv,if=virtio") ;;
+        ide) qargs+=(-drive "$drv,if=ide") ;;
+        sata) qargs+=(-drive "$drv,if=none" -device "ide-hd,drive=d$i,bus=ahci.$i") ;;
+        nvme) qargs+=(-drive "$drv,if=none" -device "nvme,drive=d$i,serial=kura$i") ;;
+        *) usage ;;
+        esac
+        i=$((i + 1))
+done
+
+t0=$EPOCHREALTIME
+# One guest at a time on this machine (two TCG guests on 2 cores each take
+# more than twice as long); qemu holds the lock until it is gone.
+lockdir=${KURA_VM_CACHE:-/var/cache/kura-vm}
+mkdir -p "$lockdir"
+exec 8>"$lockdir/.boot.lock"
+if ! flock -n 8; then
+        say "waiting for another guest to finish ($lockdir/.boot.lock)"
+        flock -w 900 8 || { say "another guest held $lockdir/.boot.lock for 15 min"; exit 125; }
+fi
+# timeout(1): no qemu outlives this script by much, even if it is killed hard.
+timeout -k 5 $((timeout + 30)) "$QEMU" "${qargs[@]}" </dev/null >"$work/qemu.out" 2>&1 &
+qpid=$!
+secs() { awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+status=
+while :; do
+        if tr -d '\r' <"$log" | grep -aqE -- "$marker"; then
+                status=0
+                break
+        fi
+        if ! kill -0 "$qpid" 2>/dev/null; then
+                # One last look: the marker may have come with the power-off.
+                tr -d '\r' <"$log" | grep -aqE -- "$marker" && status=0 || status=1
+                break
+        fi
+        if awk -v a="$t0" -v b="$EPOCHREALTIME" -v t="$timeout" 'BEGIN { exit !(b - a > t) }'; then
+                status=124
+                break
+        fi
+        sleep 0.25
+done
+kill "$qpid" 2>/dev/null
+wait "$qpid" 2>/dev/null
+qpid=
+case $status in
+0) say "$fw boot of ${disks[0]}: marker seen after $(secs) s" ;;
+1) say "$fw boot of ${disks[0]}: the guest stopped after $(secs) s without printing /$marker/; last 40 lines:" ;;
+124) say "$fw boot of ${disks[0]}: no /$marker/ within $timeout s; last 40 lines:" ;;
+esac
+if [ "$status" != 0 ]; then
+        tail -40 "$log" | tr -d '\r' | sed 's/^/  | /' >&2
+        [ -s "$work/qemu.out" ] && sed 's/^/  qemu: /' "$work/qemu.out" >&2
+fi
+exit "$status"
