@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kura/snap.h"
 
 #define PASSWORD_MAX 1024
 
@@ -539,6 +540,9 @@ static void on_signal(int sig) {
                                  "\"remedy\": \"run the command again; 'kura prune' removes leftovers of an "
                                  "interrupted backup\", \"errno\": 4}}\n";
         (void)sig;
+        /* Thaw every filesystem this process froze and kill its writers
+         * first: a frozen server is worse than a failed backup. */
+        kura_snap_emergency_cleanup();
         if (tty_fd >= 0)
                 tcsetattr(tty_fd, TCSANOW, &tty_saved);
         CliProgress *p = active_progress;

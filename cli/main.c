@@ -29,6 +29,10 @@ static const char main_help[] = "Usage: kura [--repo DIR] [--json] [--password-f
                                 "  prune             delete data no version uses\n"
                                 "  unlock            list and remove stale locks\n"
                                 "  explain CODE      explain a kura error code or a Windows backup error code\n"
+                                "  writers           list the application writers and their states\n"
+                                "  providers         list the snapshot providers\n"
+                                "  shadows           list, create or delete persistent snapshots\n"
+                                "  shadowstorage     show the snapshot (shadow) storage of volumes\n"
                                 "\n"
                                 "Global options (also accepted after the command):\n"
                                 "  --repo DIR            the repository (default: $KURA_REPO)\n"
@@ -53,6 +57,10 @@ static const Verb verbs[] = {
         {"restore", verb_restore, verb_restore_help}, {"check", verb_check, verb_check_help},
         {"forget", verb_forget, verb_forget_help},    {"prune", verb_prune, verb_prune_help},
         {"unlock", verb_unlock, verb_unlock_help},    {"explain", verb_explain, verb_explain_help},
+        {"writers", verb_writers, verb_writers_help},
+        {"providers", verb_providers, verb_providers_help},
+        {"shadows", verb_shadows, verb_shadows_help},
+        {"shadowstorage", verb_shadowstorage, verb_shadowstorage_help},
 };
 
 static const Verb *find_verb(const char *name) {

@@ -10,7 +10,8 @@
 
 const char verb_backup_help[] = "Usage: kura backup --volume SRC [--name NAME] [--volume SRC2 [--name NAME2]]...\n"
                                 "                   [--tag TAG]... [--chunk-size SIZE] [--allow-mounted] [--rehash]\n"
-                                "                   [--threads N] [--json]\n"
+                                "                   [--snapshot auto|PROVIDER|none] [--writers all|NAME,...|none]\n"
+                                "                   [--backup-type copy|full] [--add-writer-volumes] [--threads N] [--json]\n"
                                 "\n"
                                 "Back up each SRC (a block device or an image file) into one new version.  Only\n"
                                 "chunks the repository does not hold yet are stored.\n"
@@ -22,10 +23,20 @@ const char verb_backup_help[] = "Usage: kura backup --volume SRC [--name NAME] [
                                 "  --allow-mounted    read a volume mounted read-write (crash-consistent copy)\n"
                                 "  --rehash           ignore the fingerprint cache and hash every chunk\n"
                                 "  --threads N        worker threads (default: number of CPUs)\n"
+                                "  --snapshot P       auto (default), none, or a provider: lvm-thin, lvm, reflink,\n"
+                                "                     fsfreeze (see kura providers); auto never picks fsfreeze\n"
+                                "  --writers W        all (default), none, or NAME,NAME (see kura writers)\n"
+                                "  --backup-type T    copy (default: writers change nothing) or full (writers may\n"
+                                "                     truncate their logs after the backup)\n"
+                                "  --add-writer-volumes  add the volumes the selected writers' data also lives on\n"
+                                "  --fsfreeze-limit S longest time fsfreeze may keep a filesystem frozen (120)\n"
                                 "\n"
                                 "The fingerprint cache lives in $KURA_CACHE_DIR/fpcache (default /var/cache/kura).\n";
 
-enum { OPT_VOLUME = OPT_VERB, OPT_NAME, OPT_TAG, OPT_CHUNK, OPT_ALLOW_MOUNTED, OPT_REHASH, OPT_THREADS };
+enum {
+        OPT_VOLUME = OPT_VERB, OPT_NAME, OPT_TAG, OPT_CHUNK, OPT_ALLOW_MOUNTED, OPT_REHASH, OPT_THREADS,
+        OPT_SNAPSHOT, OPT_WRITERS, OPT_BACKUP_TYPE, OPT_ADD_WRITER_VOLUMES, OPT_FSFREEZE_LIMIT,
+};
 
 /* mkdir -p with mode for the directories we create. */
 static int mkdir_p(const char *path, mode_t mode) {
@@ -86,12 +97,17 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
                 {"allow-mounted", no_argument, NULL, OPT_ALLOW_MOUNTED},
                 {"rehash", no_argument, NULL, OPT_REHASH},
                 {"threads", required_argument, NULL, OPT_THREADS},
+                {"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+                {"writers", required_argument, NULL, OPT_WRITERS},
+                {"backup-type", required_argument, NULL, OPT_BACKUP_TYPE},
+                {"add-writer-volumes", no_argument, NULL, OPT_ADD_WRITER_VOLUMES},
+                {"fsfreeze-limit", required_argument, NULL, OPT_FSFREEZE_LIMIT},
                 {},
         };
         /* At most argc sources or tags: each takes at least one argument. */
         _cleanup_free_ KuraBackupSource *src = calloc((size_t)argc + 1, sizeof *src);
         _cleanup_free_ const char **tags = calloc((size_t)argc + 1, sizeof *tags);
-        KuraBackupOpts o = {0};
+        KuraBackupOpts o = {.snapshot = "auto"};
         uint64_t v;
         int r;
 
@@ -134,6 +150,28 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
                                 return r;
                         o.threads = (unsigned)v;
                         break;
+                case OPT_SNAPSHOT:
+                        o.snapshot = optarg;
+                        /* "none" said out loud: read a writable volume live (crash-consistent). */
+                        if (!strcmp(optarg, "none"))
+                                o.allow_mounted = true;
+                        break;
+                case OPT_WRITERS:
+                        o.writers = optarg;
+                        break;
+                case OPT_BACKUP_TYPE:
+                        if (strcmp(optarg, "copy") && strcmp(optarg, "full"))
+                                return cli_usage_error(err, "--backup-type %s: use copy or full", optarg);
+                        o.backup_type = optarg;
+                        break;
+                case OPT_ADD_WRITER_VOLUMES:
+                        o.add_writer_volumes = true;
+                        break;
+                case OPT_FSFREEZE_LIMIT:
+                        if ((r = cli_parse_uint("--fsfreeze-limit", optarg, 86400, &v, err)) < 0)
+                                return r;
+                        o.fsfreeze_limit_s = (unsigned)v;
+                        break;
                 }
         }
         if (r < 0)
@@ -151,6 +189,8 @@ int verb_backup(Cli *c, int argc, char **argv, KuraErr *err) {
                                                        source_name(&src[i]));
         o.sources = src;
         o.tags = tags;
+        o.config_dir = c->config_dir;
+        o.state_dir = c->state_dir;
 
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/fpcache", c->cache_dir) < 0)

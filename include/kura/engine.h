@@ -38,6 +38,18 @@ typedef struct KuraBackupOpts {
         unsigned threads;           /* 0: number of CPUs */
         KuraJobProgressFn progress;
         void *userdata;
+
+        /* Snapshots and writers (include/kura/snap.h).  snapshot == NULL: no
+         * coordinator at all — volumes are read as they are and one mounted
+         * read-write is refused unless allow_mounted.  Otherwise every volume
+         * is read from a snapshot set made by the coordinator. */
+        const char *snapshot;       /* "auto", "none", or a provider name */
+        const char *writers;        /* "all" (NULL), "none", or "name,name" */
+        const char *backup_type;    /* "copy" (NULL) or "full" */
+        bool add_writer_volumes;
+        const char *config_dir;     /* writers.d lives here */
+        const char *state_dir;      /* writer states, retained shadows */
+        unsigned fsfreeze_limit_s;  /* 0: default 120 */
 } KuraBackupOpts;
 
 /* Back up every source into one new version.  On success *ret (caller frees)

@@ -20,10 +20,13 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
 #include "common/kcommon.h"
 #include "crypto/kcrypto.h"
 #include "engine-internal.h"
 #include "kura/engine.h"
+#include "kura/snap.h"
 
 typedef struct Slot {
         uint64_t index;
@@ -224,21 +227,32 @@ typedef struct VolumeRun {
         uint64_t nchunks;
 } VolumeRun;
 
+/* src->path is the volume as the user named it; read_path is what to read
+ * (a snapshot of it, or itself).  snap != NULL: the coordinator made the
+ * volume consistent (or knowingly read it live), so no mount refusal here. */
 static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o, const KuraBackupSource *src,
-                         KuraVersion *v, VolumeRun *run, const char *cache_dir, unsigned nthreads,
-                         KuraRepoWorker **workers, uint64_t *done_base, uint64_t total, KuraErr *err) {
-        KuraVolumeProbe probe;
+                         const char *read_path, KuraSnapSet *snap, KuraVersion *v, VolumeRun *run,
+                         const char *cache_dir, unsigned nthreads, KuraRepoWorker **workers, uint64_t *done_base,
+                         uint64_t total, KuraErr *err) {
+        KuraVolumeProbe probe, rprobe;
         int r = kura_volume_probe(src->path, &probe, err);
         if (r < 0)
                 return r;
-        if (probe.mounted_rw && !o->allow_mounted)
+        if (strcmp(read_path, src->path) == 0)
+                rprobe = probe;
+        else if ((r = kura_volume_probe(read_path, &rprobe, err)) < 0)
+                return r;
+        if (!snap && probe.mounted_rw && !o->allow_mounted)
                 return kura_err(err, EBUSY, KURA_E_SOURCE_MOUNTED,
                                 "unmount it or remount it read-only (mount -o remount,ro), or pass --allow-mounted "
                                 "for a crash-consistent image",
                                 "source %s is mounted read-write at %s: its image would be torn", src->path,
                                 probe.mountpoint);
-        if (probe.mounted_rw)
+        if (!snap && probe.mounted_rw)
                 v->crash_consistent = true;
+        if (rprobe.size < probe.size)
+                return kura_err(err, EIO, KURA_E_SOURCE_UNREADABLE, "check the snapshot provider (kura shadows list)",
+                                "snapshot %s of %s is smaller than the volume", read_path, src->path);
 
         const char *name = src->name ? src->name : base_name(src->path);
         for (size_t i = 0; i < v->nvolumes; i++)
@@ -246,16 +260,16 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                         return kura_err(err, EINVAL, KURA_E_USAGE, "give each volume its own name with --name",
                                         "two volumes would be named '%s'", name);
 
-        _cleanup_close_ int fd = open(src->path, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = open(read_path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return kura_err_errno(err, -errno, errno == ENOENT ? KURA_E_SOURCE_NOT_FOUND : KURA_E_SOURCE_UNREADABLE,
-                                      "check the path and that kura runs as root", "cannot open source %s", src->path);
+                                      "check the path and that kura runs as root", "cannot open source %s", read_path);
         (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
         _cleanup_free_ KuraExtent *ext = NULL;
         size_t next = 0;
         const char *method = NULL;
-        r = kura_usedmap_get(src->path, fd, &probe, &ext, &next, &method, err);
+        r = kura_usedmap_get(read_path, fd, &rprobe, &ext, &next, &method, err);
         if (r < 0)
                 return r;
 
@@ -321,7 +335,7 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
 
         uint64_t bytes_read = 0, chunks_free = 0;
         size_t ei = 0; /* cursor into the sorted extents */
-        double last_progress = 0;
+        double last_progress = 0, last_check = kura_mono();
         int rr = 0;
         KuraErr rerr = {0};
         if (started == 0)
@@ -334,6 +348,14 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                         ids[i] = KURA_ID_FREE;
                         chunks_free++;
                         continue;
+                }
+                if (snap && kura_mono() - last_check >= 1.0) {
+                        /* fsfreeze copy limit, COW space exhaustion: stop
+                         * rather than store a torn image. */
+                        last_check = kura_mono();
+                        rr = kura_snapset_check_deadline(snap, &rerr);
+                        if (rr < 0)
+                                break;
                 }
                 size_t sn;
                 Slot *s = get_free_slot(j, &sn);
@@ -351,7 +373,7 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                         if (q < 0)
                                 rr = kura_err_errno(&rerr, q, KURA_E_SOURCE_UNREADABLE,
                                                     "check the device (dmesg, smartctl); kura stored nothing",
-                                                    "cannot read source %s at offset %llu", src->path,
+                                                    "cannot read source %s at offset %llu", read_path,
                                                     (unsigned long long) a);
                         bytes_read += b - a;
                         pos = b;
@@ -413,6 +435,26 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         return 0;
 }
 
+static int record_snapshot_info(KuraVersion *v, KuraSnapSet *snap, KuraErr *err) {
+        json_t *extra = v->extra ? v->extra : json_object();
+        if (!extra)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        v->extra = extra;
+        _cleanup_free_ char *store = kura_snapset_store(snap);
+        if (store) {
+                json_t *w = json_loads(store, 0, NULL);
+                if (!w || json_object_set_new(extra, "writers", w) < 0)
+                        return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < kura_snapset_nvolumes(snap) && i < v->nvolumes; i++)
+                json_array_append_new(arr, json_pack("{s:s, s:s}", "volume", v->volumes[i].name, "provider",
+                                                     kura_snapset_provider(snap, i)));
+        if (!arr || json_object_set_new(extra, "snapshots", arr) < 0)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        return 0;
+}
+
 int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, KuraErr *err) {
         if (!o || o->nsources == 0)
                 return kura_err(err, EINVAL, KURA_E_USAGE, "name a volume with --volume", "nothing to back up");
@@ -451,6 +493,8 @@ int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, 
         KuraRepoWorker *mainw = NULL;
         VolumeRun *runs = calloc(o->nsources, sizeof *runs);
         KuraVersion *v = kura_version_new();
+        KuraSnapSet *snap = NULL;
+        size_t nvol = o->nsources;
         int r = 0;
         if (!j.slots || !j.work || !j.freeq || !workers || !runs || !v) {
                 r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
@@ -491,10 +535,74 @@ int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, 
                 }
         }
 
+        /* The snapshot set: writers quiesced, every volume snapshotted at one
+         * instant (or, for fsfreeze, kept frozen while it is read). */
+        if (o->snapshot) {
+                const char **paths = calloc(o->nsources, sizeof *paths);
+                if (!paths) {
+                        r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                        goto out;
+                }
+                for (size_t i = 0; i < o->nsources; i++)
+                        paths[i] = o->sources[i].path;
+                const char *protect[4];
+                size_t nprotect = 0;
+                protect[nprotect++] = kura_repo_path(repo);
+                if (o->cache_dir)
+                        protect[nprotect++] = o->cache_dir;
+                if (o->state_dir)
+                        protect[nprotect++] = o->state_dir;
+                KuraSnapOpts so = {
+                        .config_dir = o->config_dir,
+                        .state_dir = o->state_dir,
+                        .provider = o->snapshot,
+                        .writers = o->writers,
+                        .backup_type = o->backup_type,
+                        .add_writer_volumes = o->add_writer_volumes,
+                        .allow_mounted = o->allow_mounted,
+                        .fsfreeze_copy_limit_s = o->fsfreeze_limit_s,
+                        .protect_paths = protect,
+                        .nprotect = nprotect,
+                };
+                r = kura_snapset_create(&so, paths, o->nsources, &snap, err);
+                free(paths);
+                if (r < 0)
+                        goto out;
+                nvol = kura_snapset_nvolumes(snap);
+                if (kura_snapset_crash_consistent(snap))
+                        v->crash_consistent = true;
+                if (nvol > o->nsources) {
+                        /* --add-writer-volumes added some: give them runs too. */
+                        VolumeRun *nr = realloc(runs, nvol * sizeof *runs);
+                        if (!nr) {
+                                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                                goto out;
+                        }
+                        runs = nr;
+                        memset(runs + o->nsources, 0, (nvol - o->nsources) * sizeof *runs);
+                        for (size_t i = o->nsources; i < nvol; i++) {
+                                KuraVolumeProbe p;
+                                if (kura_volume_probe(kura_snapset_volume(snap, i), &p, NULL) >= 0)
+                                        total += p.size;
+                        }
+                }
+        }
+
         uint64_t done = 0;
-        for (size_t i = 0; i < o->nsources; i++) {
-                r = backup_volume(&j, mainw, o, &o->sources[i], v, &runs[i], o->cache_dir, nthreads, workers, &done,
-                                  total, err);
+        for (size_t i = 0; i < nvol; i++) {
+                KuraBackupSource src = i < o->nsources ? o->sources[i]
+                                                       : (KuraBackupSource){.path = kura_snapset_volume(snap, i)};
+                const char *read_path = snap ? kura_snapset_read_path(snap, i) : src.path;
+                r = backup_volume(&j, mainw, o, &src, read_path, snap, v, &runs[i], o->cache_dir, nthreads, workers,
+                                  &done, total, err);
+                if (r < 0)
+                        goto out;
+        }
+
+        /* Writers' backup data (e.g. PostgreSQL's backup label) and which
+         * provider made each volume consistent go into the manifest. */
+        if (snap) {
+                r = record_snapshot_info(v, snap, err);
                 if (r < 0)
                         goto out;
         }
@@ -509,8 +617,16 @@ int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, 
         if (r < 0)
                 goto out;
 
+        /* BackupComplete: the data is stored.  A writer failing here cannot
+         * undo the version (VSS reports it the same way); it is reported. */
+        if (snap) {
+                r = kura_snapset_finish(snap, true, NULL, err);
+                if (r < 0)
+                        goto out;
+        }
+
         /* Only now may the cache name the new chunks. */
-        for (size_t i = 0; i < o->nsources; i++)
+        for (size_t i = 0; i < nvol; i++)
                 (void) kura_fpcache_save(o->cache_dir, kura_repo_id(repo), runs[i].cache_key, cs, runs[i].nchunks,
                                          runs[i].new_fp);
         *ret = TAKE_PTR(v);
@@ -527,8 +643,9 @@ out:
                         kura_repo_worker_free(workers[t]);
         free(workers);
         kura_repo_worker_free(mainw);
+        kura_snapset_free(snap); /* aborts writers and thaws if not finished */
         if (runs)
-                for (size_t i = 0; i < o->nsources; i++) {
+                for (size_t i = 0; i < nvol; i++) {
                         free(runs[i].cache_key);
                         free(runs[i].new_fp);
                 }
