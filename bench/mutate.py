@@ -34,7 +34,7 @@ def main():
 
         # 1. in-place rewrites: 3 x 4 MiB inside random blobs
         blobs = files(root, "srv/blobs", ".bin")
-        for path in r.sample(blobs, 3):
+        for path in r.sample(blobs, min(3, len(blobs))):
                 size = os.path.getsize(path)
                 off = r.randrange(0, size - (4 << 20)) & ~4095
                 with open(path, "r+b") as f:
@@ -44,7 +44,7 @@ def main():
 
         # 2. scattered row updates: 64 x 4 KiB in 4 CSV tables
         tables = files(root, "srv/data/csv", ".csv")
-        for path in r.sample(tables, 4):
+        for path in r.sample(tables, min(4, len(tables))):
                 size = os.path.getsize(path)
                 with open(path, "r+b") as f:
                         for _ in range(16):
@@ -54,7 +54,7 @@ def main():
 
         # 3. logs grow: 1 MiB appended to 8 logs
         logs = files(root, "srv/data/logs", ".log")
-        for path in r.sample(logs, 8):
+        for path in r.sample(logs, min(8, len(logs))):
                 data = gentext.app_log(r, 1 << 20).encode()
                 with open(path, "ab") as f:
                         f.write(data)
