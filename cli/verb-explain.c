@@ -98,9 +98,11 @@ static const Explain table[] = {
          "Run as root, look at the kernel log (dmesg), check the disk's health."},
         {KURA_E_SOURCE_MOUNTED, NULL, 1,
          "The volume is mounted read-write, so reading it would give an inconsistent image.",
-         "Backing up a live filesystem without a snapshot.",
-         "Unmount it or remount it read-only, back up a snapshot of it, or pass --allow-mounted to accept a "
-         "crash-consistent copy."},
+         "Backing up a live filesystem that no snapshot provider can take with --snapshot auto (not an LVM logical "
+         "volume, not an image file on xfs/btrfs); the message lists why each provider was passed over.",
+         "Unmount it or remount it read-only; put it on LVM (thin); name '--snapshot fsfreeze' for a small or quiet "
+         "volume (frozen for the whole copy); or pass --allow-mounted (or --snapshot none) to accept a "
+         "crash-consistent copy. 'kura providers' lists the providers."},
         {KURA_E_TARGET_NOT_FOUND, NULL, 1,
          "The restore target does not exist (a device), or the directory for a new file is missing.",
          "A typo; a device name that changed; the target disk is not attached.",
@@ -129,6 +131,79 @@ static const Explain table[] = {
          "Ctrl-C; a service stop or timeout.",
          "Run it again. An interrupted backup leaves no version; 'kura prune' removes its leftovers and 'kura unlock' "
          "its stale lock."},
+        {KURA_E_WRITER_FAILED, NULL, 1,
+         "A writer (the agent that quiesces one application, like a VSS writer: PostgreSQL, MariaDB, SQLite, script) "
+         "failed, so the backup stopped; the message names the writer, its state and last error. kura sent abort to "
+         "the other writers, thawed every filesystem and removed its snapshots. In 'restore --writers', a writer "
+         "refusing pre-restore stops the restore before the target is touched; one failing post-restore is reported "
+         "after the data was written. Windows: 0x800423F4 VSS_E_WRITERERROR_NONRETRYABLE.",
+         "The application is stopped, busy or refuses (a wrong socket, port or user in the declaration's Exec= or "
+         "User=); the writer's program is missing or not executable; a bad declaration in writers.d; a name in "
+         "--writers that is not declared or cannot start; a 'retryable' failure still failing after RetryCount "
+         "retries; writers.d unreadable or the state directory (writers.json) not writable. A writer failing at "
+         "backup complete does not undo the version: it was saved.",
+         "Run 'kura writers' (like 'vssadmin list writers'): state, last error and why a writer could not start. Fix "
+         "the application or its declaration in $KURA_CONFIG_DIR/writers.d, then back up again; '--writers NAME,...' "
+         "without it, or '--writers none', backs up without it (that application's data only crash-consistent)."},
+        {KURA_E_WRITER_TIMEOUT, NULL, 1,
+         "A writer missed a time limit (IdentifyTimeout, EventTimeout, or FreezeTimeout from freeze to thaw): kura "
+         "killed it, sent abort to the other writers, thawed every filesystem, removed its snapshots and stopped the "
+         "backup. Not retried.",
+         "The application is slow to reach a consistent point (a long checkpoint, a long transaction or lock); an "
+         "overloaded machine; a writer that hangs; a limit too small for this application.",
+         "Run 'kura writers' (state Failed at ..., last error Timed out), look at the application's log, and back up "
+         "at a quieter time or raise the timeout in the writer's declaration (e.g. EventTimeout=120)."},
+        {KURA_E_INCONSISTENT_SNAPSHOT, NULL, 1,
+         "A selected writer has a component with data on a volume that is not in the snapshot set, so its "
+         "application could not be restored consistently; the message names the writer, component, path and volume. "
+         "Nothing was snapshotted.",
+         "A database whose data directory, WAL or tablespace lives on another volume than the one backed up.",
+         "Back up that volume too (another --volume, or --add-writer-volumes), or leave the writer out with "
+         "--writers."},
+        {KURA_E_SNAPSHOT_SPACE, NULL, 1,
+         "The snapshot's copy-on-write space (shadow storage) is too small or ran out: the volume group lacks free "
+         "space for an LVM snapshot, an LVM snapshot was invalidated during the copy, or the thin pool is full. "
+         "Windows: 0x80780119 and 0x8004231F VSS_E_INSUFFICIENT_STORAGE.",
+         "Too little free space in the volume group or thin pool; the volume changes a lot during the backup; old "
+         "snapshots kept in the pool.",
+         "Look at 'kura shadowstorage list VOLUME' (like 'vssadmin list shadowstorage') and 'kura shadows list'; free "
+         "or add space (vgextend, lvextend of the thin pool), delete old snapshots ('kura shadows delete ID'), set "
+         "KURA_LVM_SNAPSHOT_SIZE for a larger (or smaller) LVM snapshot, or back up at a quieter time."},
+        {KURA_E_NO_PROVIDER, NULL, 1,
+         "No snapshot provider can take the volume as asked: the provider named by --snapshot is unknown, not "
+         "available on this machine or cannot snapshot that volume; 'none' on a volume mounted read-write; or "
+         "'kura shadows create' on a volume no persistent provider supports.",
+         "A typo in --snapshot; LVM tools or device-mapper missing (lvm2, thin-provisioning-tools, dm-mod); the "
+         "volume is not a logical volume (lvm, lvm-thin) or not an image file on xfs/btrfs (reflink); fsfreeze or "
+         "none given to 'shadows create'.",
+         "Run 'kura providers' (like 'vssadmin list providers'): it says which are available and why not. Use "
+         "'--snapshot auto', name another provider, or for 'none' unmount the volume or pass --allow-mounted."},
+        {KURA_E_PROVIDER_FAILED, NULL, 1,
+         "The snapshot provider failed to create, read, record or remove a snapshot; the message carries the tool's "
+         "output (lvcreate, lvs, FICLONE, fsfreeze). Windows: 0x80042306 VSS_E_PROVIDER_VETO.",
+         "An lvcreate or lvremove error; a filesystem that cannot be frozen or was unmounted; the clone directory or "
+         "the state directory not writable; a damaged shadows.json.",
+         "Run 'kura providers' and check the volume group (vgs, lvs) and the kernel log (dmesg). A snapshot that "
+         "could not be removed is in 'kura shadows list'; remove it with 'kura shadows delete ID'."},
+        {KURA_E_FREEZE_LIMIT, NULL, 1,
+         "A filesystem stayed frozen longer than allowed, so kura thawed it and stopped the backup: creating the "
+         "snapshots took longer than the 10 s freeze window (like VSS's 10 s flush-and-hold), or with --snapshot "
+         "fsfreeze the copy took longer than --fsfreeze-limit (default 120 s).",
+         "A slow or unhealthy volume group or disk; a large or busy volume backed up with fsfreeze.",
+         "For fsfreeze: use a snapshot provider (lvm-thin, lvm, reflink), or raise --fsfreeze-limit if the "
+         "filesystem's users can wait that long. Otherwise check the volume group's health (vgs, dmesg) and retry."},
+        {KURA_E_FREEZE_REFUSED, NULL, 1,
+         "kura refused to freeze a filesystem: with --snapshot fsfreeze it holds the repository, or kura's state, "
+         "cache, lock or temporary files, which kura writes to during the backup (freezing it would hang the "
+         "backup); or too many filesystems to freeze at once; or the freeze watchdog could not start.",
+         "The repository or KURA_STATE_DIR / KURA_CACHE_DIR / TMPDIR on the filesystem being backed up; a backup of "
+         "very many volumes at once.",
+         "Keep the repository and kura's state, cache and temporary files on another filesystem, use a snapshot "
+         "provider that does not freeze for the whole copy (lvm-thin, lvm, reflink), or back up fewer volumes at "
+         "once."},
+        {KURA_E_SHADOW_NOT_FOUND, NULL, 1, "'kura shadows delete' was given an ID that is no shadow or shadow set.",
+         "A typo; the shadow was already deleted; another KURA_STATE_DIR.",
+         "Run 'kura shadows list' (like 'vssadmin list shadows') to see the shadow and shadow set IDs."},
         {KURA_W_LEFTOVER, NULL, -1, "Temporary files or unindexed packs of an unfinished write were found.",
          "An interrupted or failed backup or prune.", "Harmless; 'kura prune' removes them."},
         {KURA_W_NO_LOCK, NULL, -1, "The repository is read-only, so restore or check goes on without taking a lock.",
@@ -154,31 +229,39 @@ static const Explain table[] = {
         {"0x800423F4", "VSS_E_WRITERERROR_NONRETRYABLE", -2,
          "Windows: a VSS writer (an application's quiesce agent, e.g. SqlServerWriter) reported a non-retryable error, "
          "so the backup failed.",
-         "a writer (the PostgreSQL, MariaDB, SQLite, script or system writer) failed in Identify, PrepareForBackup or "
-         "Freeze and cannot be retried; kura aborts the snapshot set and always thaws the others.",
-         "Look at 'kura writers' for the writer in state Failed and its last error, fix the application (its service, "
-         "memory, permissions), then back up again."},
+         "KURA-E-WRITER-FAILED: a writer (PostgreSQL, MariaDB, SQLite, script) failed in identify, "
+         "prepare-for-backup, freeze or another event and is not retried; kura sends abort to the other writers, "
+         "thaws every filesystem and removes its snapshots.",
+         "Run 'kura writers' (like 'vssadmin list writers') for the writer in a Failed state and its last error, fix "
+         "the application (its service, memory, permissions) or its declaration in writers.d, then back up again. "
+         "'kura explain KURA-E-WRITER-FAILED'."},
         {"0x800423F3", "VSS_E_WRITERERROR_RETRYABLE", -2,
          "Windows: a VSS writer failed with a transient error; the same backup may succeed later.",
-         "a writer timed out or was busy (Freeze over its time limit, a long transaction); retryable.",
-         "Look at 'kura writers' (last error Retryable or Timed out) and run the backup again, at a quieter time if "
-         "need be."},
+         "a writer answered 'retryable' (busy, e.g. a long transaction): kura repeats the whole writer sequence up to "
+         "the declaration's RetryCount times, RetryDelay apart, and only then fails with KURA-E-WRITER-FAILED (last "
+         "error Retryable error). A writer that misses a time limit is KURA-E-WRITER-TIMEOUT and is not retried.",
+         "Run 'kura writers' (last error Retryable error or Timed out) and back up again, at a quieter time if need "
+         "be; raise RetryCount or RetryDelay in the writer's declaration."},
         {"0x80780119", NULL, -2,
          "Windows Server Backup: not enough space for the shadow copy on the SOURCE volume (often the small System "
          "Reserved partition), not on the backup target.",
-         "the snapshot's copy-on-write space (shadow storage) is too small: the LVM snapshot LV, the thin pool's free "
-         "space, or the btrfs free space on the source side.",
-         "Look at 'kura shadowstorage' and 'kura providers'; give the volume group or thin pool more free space, or "
-         "let the snapshot use a larger COW size."},
+         "KURA-E-SNAPSHOT-SPACE: the snapshot's copy-on-write space (shadow storage) is too small: the volume group's "
+         "free space for an LVM snapshot, an LVM snapshot that filled up during the copy, or a full thin pool.",
+         "Run 'kura shadowstorage list VOLUME' (like 'vssadmin list shadowstorage') and 'kura providers'; give the "
+         "volume group or thin pool more free space, delete old snapshots ('kura shadows list', 'kura shadows "
+         "delete'), or set KURA_LVM_SNAPSHOT_SIZE. 'kura explain KURA-E-SNAPSHOT-SPACE'."},
         {"0x8004231F", "VSS_E_INSUFFICIENT_STORAGE", -2,
          "Windows: VSS found too little storage to create the shadow copy.",
-         "the snapshot provider has no room for a snapshot (volume group, thin pool or btrfs filesystem full).",
-         "Look at 'kura shadowstorage', free space in the volume group or pool, then back up again."},
+         "KURA-E-SNAPSHOT-SPACE: the snapshot provider has no room for a snapshot (volume group or thin pool full).",
+         "Run 'kura shadowstorage list VOLUME', free space in the volume group or pool ('kura shadows delete' old "
+         "snapshots), then back up again."},
         {"0x80042306", "VSS_E_PROVIDER_VETO", -2,
          "Windows: the VSS provider vetoed the shadow copy (an error inside the provider).",
-         "the snapshot provider (lvm-thin, lvm, btrfs, fsfreeze, reflink) refused or failed to create the snapshot, "
-         "e.g. an lvcreate error or a filesystem that cannot be frozen.",
-         "Look at 'kura providers' and the provider's tool output in the error; check the kernel log (dmesg)."},
+         "KURA-E-PROVIDER-FAILED: the snapshot provider (lvm-thin, lvm, reflink, fsfreeze) refused or failed to "
+         "create the snapshot, e.g. an lvcreate error or a filesystem that cannot be frozen; KURA-E-NO-PROVIDER when "
+         "no provider can take the volume at all.",
+         "Run 'kura providers' (like 'vssadmin list providers') and read the provider's tool output in the error; "
+         "check the kernel log (dmesg). 'kura explain KURA-E-PROVIDER-FAILED'."},
         {"0x80780166", NULL, -2,
          "Windows Server Backup: the backup target could not be found (an external disk whose drive letter changed or "
          "that is not attached).",

@@ -44,6 +44,17 @@
 #define KURA_E_CHECK_FAILED        "KURA-E-CHECK-FAILED"
 #define KURA_E_INTERRUPTED         "KURA-E-INTERRUPTED"
 
+/* Snapshots and writers (include/kura/snap.h, lib/snap/). */
+#define KURA_E_WRITER_FAILED          "KURA-E-WRITER-FAILED"
+#define KURA_E_WRITER_TIMEOUT         "KURA-E-WRITER-TIMEOUT"
+#define KURA_E_INCONSISTENT_SNAPSHOT  "KURA-E-INCONSISTENT-SNAPSHOT"
+#define KURA_E_SNAPSHOT_SPACE         "KURA-E-SNAPSHOT-SPACE"
+#define KURA_E_NO_PROVIDER            "KURA-E-NO-PROVIDER"
+#define KURA_E_PROVIDER_FAILED        "KURA-E-PROVIDER-FAILED"
+#define KURA_E_FREEZE_LIMIT           "KURA-E-FREEZE-LIMIT"
+#define KURA_E_FREEZE_REFUSED         "KURA-E-FREEZE-REFUSED"
+#define KURA_E_SHADOW_NOT_FOUND       "KURA-E-SHADOW-NOT-FOUND"
+
 /* Warnings (printed, exit status unaffected). */
 #define KURA_W_LEFTOVER            "KURA-W-LEFTOVER"
 #define KURA_W_NO_LOCK             "KURA-W-NO-LOCK"

@@ -23,16 +23,6 @@
 #include "kura/errors.h"
 #include "kura/image.h"
 
-#define KURA_E_WRITER_FAILED          "KURA-E-WRITER-FAILED"
-#define KURA_E_WRITER_TIMEOUT         "KURA-E-WRITER-TIMEOUT"
-#define KURA_E_INCONSISTENT_SNAPSHOT  "KURA-E-INCONSISTENT-SNAPSHOT"
-#define KURA_E_SNAPSHOT_SPACE         "KURA-E-SNAPSHOT-SPACE"
-#define KURA_E_NO_PROVIDER            "KURA-E-NO-PROVIDER"
-#define KURA_E_PROVIDER_FAILED        "KURA-E-PROVIDER-FAILED"
-#define KURA_E_FREEZE_LIMIT           "KURA-E-FREEZE-LIMIT"
-#define KURA_E_FREEZE_REFUSED         "KURA-E-FREEZE-REFUSED"
-#define KURA_E_SHADOW_NOT_FOUND       "KURA-E-SHADOW-NOT-FOUND"
-
 /* ---- writers ------------------------------------------------------------- */
 
 typedef enum KuraWriterState {
@@ -176,6 +166,42 @@ int kura_snapset_finish(KuraSnapSet *s, bool succeeded, char **ret_store, KuraEr
 char *kura_snapset_store(const KuraSnapSet *s);
 /* Abort (if not finished), thaw, release, free.  Accepts NULL. */
 KuraSnapSet *kura_snapset_free(KuraSnapSet *s);
+
+/* ---- writers around a restore (writer-protocol.md §5, restore) ---------- */
+
+typedef struct KuraSnapRestore KuraSnapRestore;
+
+/* Start, handshake and identify the declared writers that o->writers wants
+ * ("all" (NULL), "none", or "name,name"; only config_dir, state_dir and
+ * writers of o are used), select those that have a `store` entry in
+ * store_json (the version manifest's "writers" object as JSON text, may be
+ * NULL) or a component on one of volumes[] (the original volume paths being
+ * restored and the restore target), make a new generation ID, and send
+ * pre-restore {components, restore_type, generation_id, store} to each.
+ * restore_type: "authoritative" or "non-authoritative" (NULL).  A writer
+ * named in the store that is not declared here, or (with "all") cannot
+ * start, is skipped with a reason (kura_snaprestore_skipped()), never a
+ * failure.  A writer that fails pre-restore fails the call
+ * (KURA-E-WRITER-FAILED naming it, state 13 Failed at pre restore): the
+ * writers that took pre-restore are sent abort, and the restore must not
+ * start.  With zero writers selected the call succeeds all the same. */
+int kura_snaprestore_begin(const KuraSnapOpts *o, const char *restore_type, const char *store_json,
+                           const char *const *volumes, size_t n, KuraSnapRestore **ret, KuraErr *err);
+/* 32 lower-case hex digits (from getrandom), new at every begin. */
+const char *kura_snaprestore_generation_id(const KuraSnapRestore *r);
+/* The writers that were sent pre-restore, in order; NULL past the end. */
+const char *kura_snaprestore_writer(const KuraSnapRestore *r, size_t i);
+/* The writers left out, with why ("not declared in /etc/kura/writers.d",
+ * "could not start: …"); NULL past the end. */
+const char *kura_snaprestore_skipped(const KuraSnapRestore *r, size_t i, const char **ret_why);
+/* succeeded: post-restore to every writer that took pre-restore (all of
+ * them, even after one fails; the first failure is returned,
+ * KURA-E-WRITER-FAILED, state 14 Failed at post restore).  Not succeeded:
+ * abort {"state":"restore"} instead.  Then backup-shutdown; states are
+ * persisted.  Idempotent. */
+int kura_snaprestore_finish(KuraSnapRestore *r, bool succeeded, KuraErr *err);
+/* Abort (if not finished), shut down, persist, free.  Accepts NULL. */
+KuraSnapRestore *kura_snaprestore_free(KuraSnapRestore *r);
 
 /* For a SIGINT/SIGTERM handler: thaw every filesystem this process froze and
  * SIGKILL every writer process group it started.  Async-signal-safe (fixed
