@@ -9,7 +9,8 @@
 
 const char verb_restore_help[] =
         "Usage: kura restore --version ID [--volume NAME] --volume-to DEST [--discard]\n"
-        "                    [--ignore-damage] [--threads N] [--json]\n"
+        "                    [--ignore-damage] [--threads N] [--writers all|NAME,...|none]\n"
+        "                    [--restore-type authoritative|non-authoritative] [--json]\n"
         "\n"
         "Restore volume NAME of version ID (a full ID, a unique prefix, or 'latest') to DEST,\n"
         "a block device (at least as large, not mounted) or a file (created or truncated).\n"
@@ -17,9 +18,38 @@ const char verb_restore_help[] =
         "\n"
         "  --discard        discard free ranges instead of writing zeros (contents unspecified)\n"
         "  --ignore-damage  write zeros where chunks are damaged or missing, list those ranges,\n"
-        "                   and exit with status 3\n";
+        "                   and exit with status 3\n"
+        "  --writers W      none (default): no writer events.  all, or NAME,NAME (see kura writers):\n"
+        "                   writers with a component on the volume or data stored in the version\n"
+        "                   are sent pre-restore before DEST is touched (one that refuses stops\n"
+        "                   the restore) and post-restore after it is written; a writer of the\n"
+        "                   version that is not declared here is skipped and listed\n"
+        "  --restore-type T non-authoritative (default: the data rejoins, and may be updated by,\n"
+        "                   its replicas) or authoritative (the restored data wins); handed to\n"
+        "                   the writers with a new restore generation ID, which is printed\n";
 
-enum { OPT_VERSION_ID = OPT_VERB, OPT_VOLUME, OPT_VOLUME_TO, OPT_DISCARD, OPT_IGNORE_DAMAGE, OPT_THREADS };
+enum {
+        OPT_VERSION_ID = OPT_VERB,
+        OPT_VOLUME,
+        OPT_VOLUME_TO,
+        OPT_DISCARD,
+        OPT_IGNORE_DAMAGE,
+        OPT_THREADS,
+        OPT_WRITERS,
+        OPT_RESTORE_TYPE,
+};
+
+/* "a\nb: why" -> ["a", "b: why"] */
+static json_t *split_list(const char *s) {
+        json_t *a = json_array();
+        for (const char *p = s; a && p && *p;) {
+                const char *e = strchr(p, '\n');
+                size_t l = e ? (size_t)(e - p) : strlen(p);
+                json_array_append_new(a, json_stringn(p, l));
+                p += l + (e ? 1 : 0);
+        }
+        return a;
+}
 
 int verb_restore(Cli *c, int argc, char **argv, KuraErr *err) {
         static const struct option opts[] = {
@@ -30,6 +60,8 @@ int verb_restore(Cli *c, int argc, char **argv, KuraErr *err) {
                 {"discard", no_argument, NULL, OPT_DISCARD},
                 {"ignore-damage", no_argument, NULL, OPT_IGNORE_DAMAGE},
                 {"threads", required_argument, NULL, OPT_THREADS},
+                {"writers", required_argument, NULL, OPT_WRITERS},
+                {"restore-type", required_argument, NULL, OPT_RESTORE_TYPE},
                 {},
         };
         KuraRestoreOpts o = {0};
@@ -58,6 +90,12 @@ int verb_restore(Cli *c, int argc, char **argv, KuraErr *err) {
                                 return r;
                         o.threads = (unsigned)v;
                         break;
+                case OPT_WRITERS:
+                        o.writers = optarg;
+                        break;
+                case OPT_RESTORE_TYPE:
+                        o.restore_type = optarg;
+                        break;
                 }
         }
         if (r < 0)
@@ -70,6 +108,13 @@ int verb_restore(Cli *c, int argc, char **argv, KuraErr *err) {
                 return cli_usage_error(err, "--version is required (an ID, a prefix, or 'latest')");
         if (!o.target)
                 return cli_usage_error(err, "--volume-to is required");
+        if (o.writers && !*o.writers)
+                return cli_usage_error(err, "--writers needs all, none, or NAME,NAME");
+        if (o.restore_type && strcmp(o.restore_type, "authoritative") && strcmp(o.restore_type, "non-authoritative"))
+                return cli_usage_error(err, "--restore-type must be authoritative or non-authoritative, not '%s'",
+                                       o.restore_type);
+        o.config_dir = c->config_dir;
+        o.state_dir = c->state_dir;
 
         _cleanup_(cli_repo_closep) KuraRepo *repo = NULL;
         r = cli_repo_open(c, KURA_LOCK_SHARED_OR_NONE, &repo, err);
@@ -113,6 +158,14 @@ int verb_restore(Cli *c, int argc, char **argv, KuraErr *err) {
                         res.volume_name ? res.volume_name : "", "target", o.target, "size", (json_int_t)res.size,
                         "bytes_written", (json_int_t)res.bytes_written, "bytes_zeroed", (json_int_t)res.bytes_zeroed,
                         "bytes_discarded", (json_int_t)res.bytes_discarded, "duration", res.duration_s, "damaged", dmg);
+                if (j && o.writers && strcmp(o.writers, "none")) {
+                        json_object_set_new(j, "restore_type",
+                                            json_string(o.restore_type ? o.restore_type : "non-authoritative"));
+                        json_object_set_new(j, "generation_id",
+                                            res.generation_id[0] ? json_string(res.generation_id) : json_null());
+                        json_object_set_new(j, "writers", split_list(res.writers));
+                        json_object_set_new(j, "writers_skipped", split_list(res.writers_skipped));
+                }
                 cli_json_print(j);
         } else {
                 char a[32], b[32], d[32];
@@ -124,6 +177,20 @@ int verb_restore(Cli *c, int argc, char **argv, KuraErr *err) {
                         printf(", discarded %s", cli_fmt_size(res.bytes_discarded, d));
                 printf("\n  duration %s, throughput %s\n", cli_fmt_duration(res.duration_s, a),
                        cli_fmt_rate(res.size, res.duration_s, b));
+                if (res.writers) {
+                        printf("  %s restore, writers:", o.restore_type ? o.restore_type : "non-authoritative");
+                        for (const char *q = res.writers; *q;) {
+                                size_t l = strcspn(q, "\n");
+                                printf("%s %.*s", q == res.writers ? "" : ",", (int)l, q);
+                                q += l + (q[l] ? 1 : 0);
+                        }
+                        printf("\n  restore generation ID %s\n", res.generation_id);
+                }
+                for (const char *q = res.writers_skipped; q && *q;) {
+                        size_t l = strcspn(q, "\n");
+                        printf("  writer skipped: %.*s\n", (int)l, q);
+                        q += l + (q[l] ? 1 : 0);
+                }
         }
         int status = res.ndamaged > 0 ? CLI_EXIT_DAMAGE : CLI_EXIT_OK;
         kura_restore_result_clear(&res);

@@ -66,6 +66,16 @@ typedef struct KuraRestoreOpts {
         unsigned threads;
         KuraJobProgressFn progress;
         void *userdata;
+
+        /* Writers (include/kura/snap.h, writer-protocol.md §5 restore):
+         * NULL or "none": no writer events (the default).  "all" or
+         * "name,name": pre-restore after the chunk list is verified and
+         * before the target is opened, post-restore after it is closed
+         * (abort if the restore fails). */
+        const char *writers;
+        const char *restore_type;   /* "authoritative" | "non-authoritative" (NULL) */
+        const char *config_dir;     /* writers.d lives here */
+        const char *state_dir;      /* writer states */
 } KuraRestoreOpts;
 
 typedef struct KuraRestoreResult {
@@ -78,6 +88,12 @@ typedef struct KuraRestoreResult {
         KuraExtent *damaged;        /* byte ranges that could not be restored (ignore_damage) */
         size_t ndamaged;
         double duration_s;
+        /* With writers: the restore generation ID handed to them (32 hex),
+         * "" when no writer took part; the writers that took part and those
+         * left out ("Name: why"), one a line (no final newline), NULL if none. */
+        char generation_id[33];
+        char *writers;
+        char *writers_skipped;
 } KuraRestoreResult;
 
 int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *opts, KuraRestoreResult *ret, KuraErr *err);

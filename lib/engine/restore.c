@@ -7,13 +7,21 @@
  * kura_repo_get) and pwrite them.  Unverified bytes are never written: a
  * damaged chunk stops the job, or with ignore_damage is zero-filled and
  * reported.
+ *
+ * With writers (o->writers other than NULL/"none") the coordinator sends
+ * pre-restore once the chunk list is verified and before the target is
+ * opened (a writer that refuses leaves the target untouched), and
+ * post-restore after the target is closed; abort if the restore fails.
  */
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 
 #include "common/kcommon.h"
 #include "engine-internal.h"
 #include "kura/engine.h"
+#include "kura/snap.h"
 
 typedef struct RJob {
         KuraRepo *repo;
@@ -155,6 +163,52 @@ static int select_volume(const KuraVersion *v, const char *spec, const KuraVolum
                         "version %.12s holds no volume named '%s'", v->id, spec);
 }
 
+/* pre-restore to the writers (writer-protocol.md §5): the version's stored
+ * `writers` object is handed back; the volumes are the path the volume had
+ * at backup time and the target (a writer with data on either takes part). */
+static int writers_begin(const KuraRestoreOpts *o, const KuraVersion *v, const KuraVolume *vol,
+                         KuraRestoreResult *res, KuraSnapRestore **ret, KuraErr *err) {
+        json_t *stored = v->extra ? json_object_get((json_t *) v->extra, "writers") : NULL;
+        _cleanup_free_ char *store = json_is_object(stored) ? json_dumps(stored, JSON_COMPACT) : NULL;
+        const char *vols[2] = {vol->path, o->target};
+        size_t n = 0;
+        if (vol->path && *vol->path)
+                vols[n++] = vol->path;
+        if (n == 0 || strcmp(vol->path, o->target) != 0)
+                vols[n++] = o->target;
+        KuraSnapOpts so = {.config_dir = o->config_dir, .state_dir = o->state_dir, .writers = o->writers};
+        int r = kura_snaprestore_begin(&so, o->restore_type, store, vols, n, ret, err);
+        if (r < 0)
+                return r;
+        char *list = NULL, *skipped = NULL;
+        size_t ll = 0, sl = 0;
+        FILE *f = open_memstream(&list, &ll);
+        FILE *g = open_memstream(&skipped, &sl);
+        if (!f || !g) {
+                if (f)
+                        fclose(f);
+                free(list);
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        }
+        const char *name, *why;
+        for (size_t i = 0; (name = kura_snaprestore_writer(*ret, i)); i++)
+                fprintf(f, "%s%s", i ? "\n" : "", name);
+        for (size_t i = 0; (name = kura_snaprestore_skipped(*ret, i, &why)); i++)
+                fprintf(g, "%s%s: %s", i ? "\n" : "", name, why);
+        fclose(f);
+        fclose(g);
+        if (ll > 0) {
+                res->writers = list;
+                snprintf(res->generation_id, sizeof res->generation_id, "%s", kura_snaprestore_generation_id(*ret));
+        } else
+                free(list);
+        if (sl > 0)
+                res->writers_skipped = skipped;
+        else
+                free(skipped);
+        return 0;
+}
+
 int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *o, KuraRestoreResult *res, KuraErr *err) {
         memset(res, 0, sizeof *res);
         if (!o || !o->target)
@@ -172,6 +226,7 @@ int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *o, KuraRestoreResult
         pthread_t *tids = NULL;
         unsigned nthreads = o->threads;
         RJob j = {0};
+        KuraSnapRestore *sr = NULL;
         pthread_mutex_init(&j.mu, NULL);
 
         r = select_volume(v, o->volume, &vol, err);
@@ -190,6 +245,11 @@ int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *o, KuraRestoreResult
         r = kura_volume_load_chunks(mainw, vol, &ids, err);
         if (r < 0)
                 goto out;
+        if (o->writers && strcmp(o->writers, "none") != 0) {
+                r = writers_begin(o, v, vol, res, &sr, err);
+                if (r < 0)
+                        goto out;
+        }
         r = kura_target_open(o->target, vol->size, &t, err);
         if (r < 0)
                 goto out;
@@ -270,6 +330,10 @@ int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *o, KuraRestoreResult
         t = NULL;
         if (r < 0)
                 goto out;
+        /* The data is on the target: the writers may start their applications. */
+        r = kura_snaprestore_finish(sr, true, err);
+        if (r < 0)
+                goto out;
         res->bytes_written = j.written;
         if (j.ndamaged)
                 qsort(j.damaged, j.ndamaged, sizeof *j.damaged, cmp_extent);
@@ -287,6 +351,9 @@ out:
         free(tids);
         free(j.damaged);
         kura_target_abort(t);
+        /* The restore failed: writers that took pre-restore are sent abort. */
+        (void) kura_snaprestore_finish(sr, false, NULL);
+        kura_snaprestore_free(sr);
         kura_repo_worker_free(mainw);
         free(ids);
         kura_version_free(v);
@@ -299,5 +366,7 @@ void kura_restore_result_clear(KuraRestoreResult *r) {
                 return;
         free(r->volume_name);
         free(r->damaged);
+        free(r->writers);
+        free(r->writers_skipped);
         memset(r, 0, sizeof *r);
 }

@@ -716,10 +716,12 @@ static int event_all(KuraSnapSet *s, const char *event, json_t *args_common, Kur
         return 0;
 }
 
-static void abort_all(KuraSnapSet *s, const char *at) {
+/* abort to every selected writer still running that was prepared (for a
+ * restore: took pre-restore). */
+static void abort_writers(KuraWriter *ws, size_t n, const char *at) {
         json_t *args = json_pack("{s:s}", "state", at);
-        for (size_t i = 0; i < s->nws; i++) {
-                KuraWriter *w = &s->ws[i];
+        for (size_t i = 0; i < n; i++) {
+                KuraWriter *w = &ws[i];
                 if (!w->selected || !w->proc || !w->prepared)
                         continue;
                 KuraWriterState st = w->state;
@@ -741,19 +743,27 @@ static void abort_all(KuraSnapSet *s, const char *at) {
         json_decref(args);
 }
 
+static void abort_all(KuraSnapSet *s, const char *at) {
+        abort_writers(s->ws, s->nws, at);
+}
+
 static void shutdown_all(KuraSnapSet *s) {
         for (size_t i = 0; i < s->nws; i++)
                 kura_writer_shutdown(&s->ws[i]);
 }
 
-static void persist(KuraSnapSet *s) {
-        KuraWriter **v = calloc(s->nws ? s->nws : 1, sizeof *v);
+static void persist_writers(const char *state_dir, KuraWriter *ws, size_t n) {
+        KuraWriter **v = calloc(n ? n : 1, sizeof *v);
         if (!v)
                 return;
-        for (size_t i = 0; i < s->nws; i++)
-                v[i] = &s->ws[i];
-        (void)kura_writers_persist(s->state_dir, v, s->nws, NULL);
+        for (size_t i = 0; i < n; i++)
+                v[i] = &ws[i];
+        (void)kura_writers_persist(state_dir, v, n, NULL);
         free(v);
+}
+
+static void persist(KuraSnapSet *s) {
+        persist_writers(s->state_dir, s->ws, s->nws);
 }
 
 /* One pass of the backup sequence. */
@@ -1141,5 +1151,401 @@ KuraSnapSet *kura_snapset_free(KuraSnapSet *s) {
         free(s->state_dir);
         free(s->backup_type);
         free(s);
+        return NULL;
+}
+
+/* ---- restore: pre-restore and post-restore (writer-protocol.md §5) ------- */
+
+#define REMEDY_PRE_RESTORE                                                                                     \
+        "the restore did not start and the target is untouched; see 'kura writers' and the writer's own log; " \
+        "fix the application, or restore with --writers=none"
+#define REMEDY_POST_RESTORE                                                                                  \
+        "the volume's data was restored; see the writer's own log, then bring the application up by hand " \
+        "and check it"
+
+struct KuraSnapRestore {
+        char *config_dir, *state_dir;
+        const char *restore_type;  /* static string */
+        char generation_id[33];
+        json_t *stores;            /* the version's "writers" object */
+        KuraWriterConf **confs;
+        size_t nconfs;
+        KuraWriter *ws;            /* one per wanted conf */
+        size_t nws;
+        bool *took;                /* ws[i] answered pre-restore ok */
+        char **skip_name, **skip_why;
+        size_t nskipped;
+        bool finished;
+};
+
+static int skip_writer(KuraSnapRestore *r, const char *name, const char *why, KuraErr *err) {
+        char **nn = realloc(r->skip_name, (r->nskipped + 1) * sizeof *nn);
+        if (!nn)
+                return oom(err);
+        r->skip_name = nn;
+        char **nw = realloc(r->skip_why, (r->nskipped + 1) * sizeof *nw);
+        if (!nw)
+                return oom(err);
+        r->skip_why = nw;
+        r->skip_name[r->nskipped] = strdup(name);
+        r->skip_why[r->nskipped] = strdup(why);
+        if (!r->skip_name[r->nskipped] || !r->skip_why[r->nskipped]) {
+                free(r->skip_name[r->nskipped]);
+                free(r->skip_why[r->nskipped]);
+                return oom(err);
+        }
+        r->nskipped++;
+        return 0;
+}
+
+static bool in_list(const char *list, const char *name, size_t len) {
+        return strlen(name) == len && !strncmp(name, list, len);
+}
+
+static const KuraWriterConf *conf_named(KuraSnapRestore *r, const char *name, size_t len) {
+        for (size_t i = 0; i < r->nconfs; i++)
+                if (in_list(name, r->confs[i]->name, len))
+                        return r->confs[i];
+        return NULL;
+}
+
+/* Is path on one of the volumes (vds[i] their devices)?  The same rule as
+ * the backup's (§5): the path is a volume itself, or its filesystem is on
+ * one (a block device, or a loop device backed by an image file). */
+static bool on_restored_volume(const char *const *vols, const DevSet *vds, size_t n, const char *path) {
+        char real[PATH_MAX];
+        DevSet ds;
+        if (path_devices(path, &ds) < 0 || !realpath(path, real))
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char rv[PATH_MAX];
+                if (realpath(vols[i], rv) && !strcmp(rv, real))
+                        return true;
+                if (devset_meets(&ds, &vds[i]))
+                        return true;
+        }
+        return false;
+}
+
+static int restore_writer_error(KuraWriter *w, int r, bool pre, KuraErr *err) {
+        if (r == -ENOMEM)
+                return oom(err);
+        const char *code = r == -ETIMEDOUT ? KURA_E_WRITER_TIMEOUT : KURA_E_WRITER_FAILED;
+        return kura_err(err, r == -ETIMEDOUT ? ETIMEDOUT : EIO, code, pre ? REMEDY_PRE_RESTORE : REMEDY_POST_RESTORE,
+                        "writer '%s' failed %s: state [%d] %s, last error: %s: %s", w->conf->name,
+                        pre ? "pre-restore" : "post-restore", (int)w->state, kura_writer_state_str(w->state),
+                        kura_writer_error_str(w->last_error), w->message ? w->message : "");
+}
+
+/* {components, restore_type, generation_id, store} for w. */
+static json_t *restore_args(KuraSnapRestore *r, KuraWriter *w) {
+        json_t *names = json_array();
+        for (size_t k = 0; names && k < w->ncomponents; k++)
+                json_array_append_new(names, json_string(w->components[k].name));
+        json_t *st = json_object_get(r->stores, w->conf->name);
+        st = json_is_object(st) ? json_incref(st) : json_object();
+        if (!names || !st) {
+                json_decref(names);
+                json_decref(st);
+                return NULL;
+        }
+        return json_pack("{s:o, s:s, s:s, s:o}", "components", names, "restore_type", r->restore_type,
+                         "generation_id", r->generation_id, "store", st);
+}
+
+/* Start + handshake + identify one wanted writer.  0, -ENOMEM, or another
+ * negative errno with *why set (static or in buf). */
+static int restore_identify(KuraWriter *w, char *buf, size_t bufn, const char **why) {
+        int r = kura_writer_start(w);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                snprintf(buf, bufn, "could not start: %s", w->not_started ? w->not_started : strerror(-r));
+                *why = buf;
+                return r;
+        }
+        json_t *res = NULL;
+        r = kura_writer_event(w, "identify", NULL, &res);
+        if (r == 0) {
+                char pw[256];
+                r = kura_wproto_parse_components(res, &w->components, &w->ncomponents, pw, sizeof pw);
+                if (r == -EPROTO) {
+                        w->state = KURA_WS_FAILED_AT_IDENTIFY;
+                        w->last_error = KURA_WE_UNEXPECTED;
+                        free(w->message);
+                        w->message = kura_asprintf("protocol error in the identify result: %s", pw);
+                        kura_writer_shutdown(w);
+                }
+        }
+        json_decref(res);
+        if (r < 0 && r != -ENOMEM) {
+                snprintf(buf, bufn, "failed identify: %s", w->message ? w->message : strerror(-r));
+                *why = buf;
+        }
+        return r;
+}
+
+/* pre-restore to one writer; a retryable answer is retried RetryCount
+ * times, RetryDelay apart, after an abort that undoes what it began. */
+static int pre_restore_one(KuraSnapRestore *r, KuraWriter *w, KuraErr *err) {
+        for (unsigned tries = 0;; tries++) {
+                json_t *args = restore_args(r, w);
+                if (!args)
+                        return oom(err);
+                w->last_error = KURA_WE_NONE;
+                free(w->message);
+                w->message = NULL;
+                int q = kura_writer_event(w, "pre-restore", args, NULL);
+                json_decref(args);
+                if (q == 0 || q == -EAGAIN || q == -EPERM)
+                        w->prepared = true; /* it answered: it gets abort on failure */
+                if (q == 0)
+                        return 0;
+                if (q == -EAGAIN && tries < w->conf->retry_count && w->proc) {
+                        abort_writers(w, 1, "pre-restore");
+                        double d = w->conf->retry_delay_s;
+                        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+                        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                                ;
+                        continue;
+                }
+                /* Out of retries, or a failure: the state is already 13 */
+                return restore_writer_error(w, q, true, err);
+        }
+}
+
+static void restore_wind_down(KuraSnapRestore *r, const char *abort_at) {
+        if (abort_at)
+                abort_writers(r->ws, r->nws, abort_at);
+        for (size_t i = 0; i < r->nws; i++)
+                kura_writer_shutdown(&r->ws[i]);
+        persist_writers(r->state_dir, r->ws, r->nws);
+}
+
+int kura_snaprestore_begin(const KuraSnapOpts *o, const char *restore_type, const char *store_json,
+                           const char *const *volumes, size_t n, KuraSnapRestore **ret, KuraErr *err) {
+        KuraSnapOpts defaults = {0};
+        if (!o)
+                o = &defaults;
+        *ret = NULL;
+        const char *rt = NULL;
+        if (!restore_type || !strcmp(restore_type, "non-authoritative"))
+                rt = "non-authoritative";
+        else if (!strcmp(restore_type, "authoritative"))
+                rt = "authoritative";
+        else
+                return kura_err(err, EINVAL, KURA_E_USAGE, "use --restore-type=authoritative or non-authoritative",
+                                "unknown restore type '%s'", restore_type);
+        KuraSnapRestore *r = calloc(1, sizeof *r);
+        if (!r)
+                return oom(err);
+        r->restore_type = rt;
+        r->finished = true; /* until a writer has taken pre-restore */
+        int q = 0;
+        r->config_dir = strdup(o->config_dir ? o->config_dir : "/etc/kura");
+        r->state_dir = strdup(o->state_dir ? o->state_dir : "/var/lib/kura");
+        if (!r->config_dir || !r->state_dir) {
+                q = oom(err);
+                goto fail;
+        }
+        uint8_t gen[16];
+        if ((q = kura_random(gen, sizeof gen)) < 0) {
+                q = kura_err_errno(err, q, KURA_E_INTERNAL, "check the kernel's random number generator",
+                                   "cannot make a restore generation ID");
+                goto fail;
+        }
+        kura_hex(gen, sizeof gen, r->generation_id);
+        if (store_json) {
+                /* From the manifest: authenticated, but written by writers;
+                 * anything but an object of objects is ignored per entry. */
+                r->stores = json_loads(store_json, JSON_REJECT_DUPLICATES, NULL);
+                if (!json_is_object(r->stores)) {
+                        json_decref(r->stores);
+                        r->stores = NULL;
+                }
+        }
+        if (!r->stores && !(r->stores = json_object())) {
+                q = oom(err);
+                goto fail;
+        }
+        if (o->writers && !strcmp(o->writers, "none")) {
+                *ret = r;
+                return 0;
+        }
+        if ((q = kura_writer_confs_load(r->config_dir, &r->confs, &r->nconfs, err)) < 0)
+                goto fail;
+        bool explicit = o->writers && strcmp(o->writers, "all");
+        if (explicit) {
+                /* A name that is neither declared nor in the version is a mistake. */
+                for (const char *p = o->writers; *p;) {
+                        const char *e = strchr(p, ',');
+                        size_t l = e ? (size_t)(e - p) : strlen(p);
+                        bool stored = false;
+                        const char *k;
+                        json_t *val;
+                        json_object_foreach(r->stores, k, val) stored |= in_list(p, k, l);
+                        if (l > 0 && !conf_named(r, p, l) && !stored) {
+                                q = kura_err(err, ENOENT, KURA_E_WRITER_FAILED, "see 'kura writers' for the names",
+                                             "no writer named '%.*s' is declared in %s/writers.d or took part in "
+                                             "the backup", (int)l, p, r->config_dir);
+                                goto fail;
+                        }
+                        p += l + (e ? 1 : 0);
+                }
+        }
+        /* Writers that stored something at backup time but are not here. */
+        const char *key;
+        json_t *val;
+        json_object_foreach(r->stores, key, val) {
+                if (!wanted(o->writers, key) || conf_named(r, key, strlen(key)))
+                        continue;
+                char why[PATH_MAX + 64];
+                snprintf(why, sizeof why, "not declared in %s/writers.d", r->config_dir);
+                if ((q = skip_writer(r, key, why, err)) < 0)
+                        goto fail;
+        }
+        r->ws = calloc(r->nconfs ? r->nconfs : 1, sizeof *r->ws);
+        r->took = calloc(r->nconfs ? r->nconfs : 1, sizeof *r->took);
+        if (!r->ws || !r->took) {
+                q = oom(err);
+                goto fail;
+        }
+        DevSet *vds = calloc(n ? n : 1, sizeof *vds);
+        if (!vds) {
+                q = oom(err);
+                goto fail;
+        }
+        for (size_t i = 0; i < n; i++)
+                (void)volume_devices(volumes[i], &vds[i]);
+        for (size_t i = 0; i < r->nconfs; i++) {
+                if (!wanted(o->writers, r->confs[i]->name))
+                        continue;
+                KuraWriter *w = &r->ws[r->nws++];
+                w->conf = r->confs[i];
+                w->time_ns = kura_now_ns();
+                bool stored = json_object_get(r->stores, w->conf->name) != NULL;
+                char buf[1200];
+                const char *why = NULL;
+                q = restore_identify(w, buf, sizeof buf, &why);
+                if (q == -ENOMEM) {
+                        free(vds);
+                        q = oom(err);
+                        goto fail;
+                }
+                if (q < 0) {
+                        if (explicit) {
+                                free(vds);
+                                q = kura_err(err, EIO, KURA_E_WRITER_FAILED, REMEDY_PRE_RESTORE,
+                                             "writer '%s' (%s) %s", w->conf->name, w->conf->conf_path, why);
+                                goto fail;
+                        }
+                        /* Its state records why; a writer the version knows is listed. */
+                        q = stored ? skip_writer(r, w->conf->name, why, err) : 0;
+                        if (q < 0) {
+                                free(vds);
+                                goto fail;
+                        }
+                        continue;
+                }
+                bool on = stored;
+                for (size_t c = 0; !on && c < w->ncomponents; c++)
+                        for (size_t k = 0; !on && k < w->components[c].npaths; k++)
+                                on = on_restored_volume(volumes, vds, n, w->components[c].paths[k]);
+                w->selected = on;
+                if (!on)
+                        kura_writer_shutdown(w);
+        }
+        free(vds);
+        r->finished = false;
+        for (size_t i = 0; i < r->nws; i++) {
+                KuraWriter *w = &r->ws[i];
+                if (!w->selected || !w->proc)
+                        continue;
+                if ((q = pre_restore_one(r, w, err)) < 0)
+                        goto fail;
+                r->took[i] = true;
+        }
+        persist_writers(r->state_dir, r->ws, r->nws);
+        *ret = r;
+        return 0;
+fail:
+        if (!r->finished) {
+                r->finished = true;
+                restore_wind_down(r, "pre-restore");
+        } else if (r->nws > 0)
+                restore_wind_down(r, NULL);
+        kura_snaprestore_free(r);
+        return q;
+}
+
+const char *kura_snaprestore_generation_id(const KuraSnapRestore *r) {
+        return r ? r->generation_id : NULL;
+}
+
+const char *kura_snaprestore_writer(const KuraSnapRestore *r, size_t i) {
+        if (!r)
+                return NULL;
+        for (size_t k = 0; k < r->nws; k++)
+                if (r->took[k] && i-- == 0)
+                        return r->ws[k].conf->name;
+        return NULL;
+}
+
+const char *kura_snaprestore_skipped(const KuraSnapRestore *r, size_t i, const char **ret_why) {
+        if (!r || i >= r->nskipped)
+                return NULL;
+        if (ret_why)
+                *ret_why = r->skip_why[i];
+        return r->skip_name[i];
+}
+
+int kura_snaprestore_finish(KuraSnapRestore *r, bool succeeded, KuraErr *err) {
+        if (!r || r->finished)
+                return 0;
+        r->finished = true;
+        if (!succeeded) {
+                restore_wind_down(r, "restore");
+                return 0;
+        }
+        int q = 0;
+        for (size_t i = 0; i < r->nws; i++) {
+                KuraWriter *w = &r->ws[i];
+                if (!w->selected || !w->proc || !w->prepared)
+                        continue;
+                json_t *args = restore_args(r, w);
+                int e = args ? kura_writer_event(w, "post-restore", args, NULL) : -ENOMEM;
+                json_decref(args);
+                if (e == 0)
+                        w->prepared = false;
+                else if (q == 0)
+                        q = restore_writer_error(w, e, false, err);
+        }
+        /* A writer that failed post-restore but still runs gets abort. */
+        restore_wind_down(r, q < 0 ? "post-restore" : NULL);
+        return q;
+}
+
+KuraSnapRestore *kura_snaprestore_free(KuraSnapRestore *r) {
+        if (!r)
+                return NULL;
+        if (!r->finished) {
+                r->finished = true;
+                restore_wind_down(r, "restore");
+        }
+        for (size_t i = 0; i < r->nws; i++)
+                kura_writer_clear(&r->ws[i]);
+        free(r->ws);
+        free(r->took);
+        kura_writer_confs_free(r->confs, r->nconfs);
+        for (size_t i = 0; i < r->nskipped; i++) {
+                free(r->skip_name[i]);
+                free(r->skip_why[i]);
+        }
+        free(r->skip_name);
+        free(r->skip_why);
+        json_decref(r->stores);
+        free(r->config_dir);
+        free(r->state_dir);
+        free(r);
         return NULL;
 }

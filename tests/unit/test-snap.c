@@ -878,6 +878,290 @@ static void test_mounted(void **state) {
         kura_snapset_free(s);
 }
 
+/* ---- restore: pre-restore / post-restore ----------------------------------- */
+
+static bool is_hex32(const char *s) {
+        if (!s || strlen(s) != 32)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+                        return false;
+        return true;
+}
+
+/* The args line a fixture writer logs for a restore event. */
+static char *restore_line(const char *event, const char *type, const char *gen, const char *store) {
+        return kura_asprintf("%s {\"components\":[\"data\"],\"restore_type\":\"%s\",\"generation_id\":\"%s\","
+                             "\"store\":%s}\n",
+                             event, type, gen, store);
+}
+
+static KuraWriterState state_of(const char *name) {
+        KuraWriterInfo *info = NULL;
+        size_t ni = 0;
+        KuraErr err = {0};
+        assert_int_equal(kura_writers_status(confdir, statedir, false, &info, &ni, &err), 0);
+        const KuraWriterInfo *wi = find_info(info, ni, name);
+        assert_non_null(wi);
+        KuraWriterState st = wi->state;
+        kura_writer_info_free(info, ni);
+        return st;
+}
+
+static void test_restore_sequence(void **state) {
+        (void)state;
+        declare("a-good", "Good Writer", CLASS_A, "good", img_paths, NULL);
+        declare("b-other", "Other Writer", CLASS_B, "good", "\"/nonexistent/x\"", NULL);
+        declare("c-stored", "Stored Writer", "3d8c0a2e-2b7d-4e83-9c20-7f4c9b5d1e03", "good", "\"/nonexistent/y\"",
+                NULL);
+        const char *store = "{\"Good Writer\":{\"completed\":true,\"lsn\":\"0/1234\"},\"Gone Writer\":{\"x\":1},"
+                            "\"Stored Writer\":{\"k\":\"v\"}}";
+        KuraSnapOpts o = opts();
+        const char *vols[] = {img};
+        KuraSnapRestore *rs = NULL;
+        KuraErr err = {0};
+        int r = kura_snaprestore_begin(&o, "authoritative", store, vols, 1, &rs, &err);
+        if (r < 0)
+                fail_msg("begin: %s: %s", err.code, err.message);
+        char gen1[33];
+        assert_true(is_hex32(kura_snaprestore_generation_id(rs)));
+        snprintf(gen1, sizeof gen1, "%s", kura_snaprestore_generation_id(rs));
+        /* on the volume, and named in the store; Other Writer is neither */
+        assert_string_equal(kura_snaprestore_writer(rs, 0), "Good Writer");
+        assert_string_equal(kura_snaprestore_writer(rs, 1), "Stored Writer");
+        assert_null(kura_snaprestore_writer(rs, 2));
+        const char *why = NULL;
+        assert_string_equal(kura_snaprestore_skipped(rs, 0, &why), "Gone Writer");
+        assert_non_null(strstr(why, "not declared in"));
+        assert_null(kura_snaprestore_skipped(rs, 1, &why));
+
+        /* pre-restore has happened, post-restore not yet */
+        _cleanup_free_ char *pre = restore_line("pre-restore", "authoritative", gen1,
+                                                "{\"completed\":true,\"lsn\":\"0/1234\"}");
+        _cleanup_free_ char *post = restore_line("post-restore", "authoritative", gen1,
+                                                 "{\"completed\":true,\"lsn\":\"0/1234\"}");
+        char *want = kura_asprintf("hello\nidentify\n%s", pre);
+        char *lg = log_of("a-good");
+        assert_string_equal(lg, want);
+        free(lg);
+        lg = log_of("b-other");
+        assert_string_equal(lg, "hello\nidentify\nbackup-shutdown\n");
+        free(lg);
+
+        assert_int_equal(kura_snaprestore_finish(rs, true, &err), 0);
+        assert_int_equal(kura_snaprestore_finish(rs, true, &err), 0); /* idempotent */
+        /* the accessors still answer after finish */
+        assert_string_equal(kura_snaprestore_writer(rs, 0), "Good Writer");
+        kura_snaprestore_free(rs);
+        free(want);
+        want = kura_asprintf("hello\nidentify\n%s%sbackup-shutdown\n", pre, post);
+        lg = log_of("a-good");
+        assert_string_equal(lg, want);
+        free(lg);
+        _cleanup_free_ char *spre = restore_line("pre-restore", "authoritative", gen1, "{\"k\":\"v\"}");
+        _cleanup_free_ char *spost = restore_line("post-restore", "authoritative", gen1, "{\"k\":\"v\"}");
+        free(want);
+        want = kura_asprintf("hello\nidentify\n%s%sbackup-shutdown\n", spre, spost);
+        lg = log_of("c-stored");
+        assert_string_equal(lg, want);
+        free(lg);
+        assert_int_equal(state_of("Good Writer"), KURA_WS_STABLE);
+
+        /* A second restore: a new generation ID; non-authoritative by default;
+         * without a store the writer gets {} */
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/a-good.log", tmpdir);
+        unlink(p);
+        rs = NULL;
+        r = kura_snaprestore_begin(&o, NULL, NULL, vols, 1, &rs, &err);
+        if (r < 0)
+                fail_msg("begin: %s: %s", err.code, err.message);
+        const char *gen2 = kura_snaprestore_generation_id(rs);
+        assert_true(is_hex32(gen2));
+        assert_string_not_equal(gen1, gen2);
+        assert_null(kura_snaprestore_skipped(rs, 0, NULL));
+        assert_string_equal(kura_snaprestore_writer(rs, 0), "Good Writer");
+        assert_null(kura_snaprestore_writer(rs, 1));
+        _cleanup_free_ char *pre2 = restore_line("pre-restore", "non-authoritative", gen2, "{}");
+        _cleanup_free_ char *post2 = restore_line("post-restore", "non-authoritative", gen2, "{}");
+        assert_int_equal(kura_snaprestore_finish(rs, true, &err), 0);
+        kura_snaprestore_free(rs);
+        free(want);
+        want = kura_asprintf("hello\nidentify\n%s%sbackup-shutdown\n", pre2, post2);
+        lg = log_of("a-good");
+        assert_string_equal(lg, want);
+        free(lg);
+        free(want);
+
+        /* an unknown restore type is refused before any writer starts */
+        unlink(p);
+        err = (KuraErr){0};
+        rs = NULL;
+        assert_true(kura_snaprestore_begin(&o, "sideways", NULL, vols, 1, &rs, &err) < 0);
+        assert_null(rs);
+        assert_string_equal(err.code, KURA_E_USAGE);
+        lg = log_of("a-good");
+        assert_string_equal(lg, "");
+        free(lg);
+}
+
+static void test_restore_pre_fails(void **state) {
+        (void)state;
+        declare("a-good", "Good Writer", CLASS_A, "good", img_paths, NULL);
+        declare("b-nr", "Running Writer", CLASS_B, "nonretry-pre-restore", img_paths, NULL);
+        KuraSnapOpts o = opts();
+        const char *vols[] = {img};
+        KuraSnapRestore *rs = NULL;
+        KuraErr err = {0};
+        assert_true(kura_snaprestore_begin(&o, "authoritative", NULL, vols, 1, &rs, &err) < 0);
+        assert_null(rs);
+        assert_string_equal(err.code, KURA_E_WRITER_FAILED);
+        assert_non_null(strstr(err.message, "writer 'Running Writer' failed pre-restore"));
+        assert_non_null(strstr(err.message, "[13] Failed at pre restore"));
+        assert_non_null(strstr(err.message, "Non-retryable error"));
+        assert_non_null(strstr(err.message, "the cluster is still running"));
+        assert_non_null(strstr(err.remedy, "target is untouched"));
+        /* the writer that had taken pre-restore is told to undo it; so is the
+         * one that refused (it answered) */
+        char *lg = log_of("a-good");
+        assert_non_null(strstr(lg, "\npre-restore {"));
+        assert_non_null(strstr(lg, "}\nabort\nbackup-shutdown\n"));
+        assert_null(strstr(lg, "post-restore"));
+        free(lg);
+        lg = log_of("b-nr");
+        assert_non_null(strstr(lg, "}\nabort\nbackup-shutdown\n"));
+        assert_null(strstr(lg, "post-restore"));
+        free(lg);
+        assert_int_equal(state_of("Running Writer"), KURA_WS_FAILED_AT_PRE_RESTORE);
+        assert_int_equal(state_of("Good Writer"), KURA_WS_STABLE);
+        KuraWriterInfo *info = NULL;
+        size_t ni = 0;
+        assert_int_equal(kura_writers_status(confdir, statedir, false, &info, &ni, &err), 0);
+        const KuraWriterInfo *wi = find_info(info, ni, "Running Writer");
+        assert_int_equal(wi->last_error, KURA_WE_NON_RETRYABLE);
+        assert_string_equal(wi->last_message, "the cluster is still running");
+        kura_writer_info_free(info, ni);
+}
+
+static void test_restore_post_fails(void **state) {
+        (void)state;
+        declare("a-nr", "Broken Writer", CLASS_A, "nonretry-post-restore", img_paths, NULL);
+        declare("b-good", "Good Writer", CLASS_B, "good", img_paths, NULL);
+        KuraSnapOpts o = opts();
+        const char *vols[] = {img};
+        KuraSnapRestore *rs = NULL;
+        KuraErr err = {0};
+        assert_int_equal(kura_snaprestore_begin(&o, NULL, NULL, vols, 1, &rs, &err), 0);
+        assert_true(kura_snaprestore_finish(rs, true, &err) < 0);
+        kura_snaprestore_free(rs);
+        assert_string_equal(err.code, KURA_E_WRITER_FAILED);
+        assert_non_null(strstr(err.message, "writer 'Broken Writer' failed post-restore"));
+        assert_non_null(strstr(err.message, "[14] Failed at post restore"));
+        assert_non_null(strstr(err.message, "recovery failed to start"));
+        /* the failure of one does not keep the others from post-restore */
+        char *lg = log_of("b-good");
+        assert_non_null(strstr(lg, "\npost-restore {"));
+        assert_non_null(strstr(lg, "}\nbackup-shutdown\n"));
+        free(lg);
+        assert_int_equal(state_of("Broken Writer"), KURA_WS_FAILED_AT_POST_RESTORE);
+        assert_int_equal(state_of("Good Writer"), KURA_WS_STABLE);
+}
+
+static void test_restore_aborted(void **state) {
+        (void)state;
+        declare("good", "Good Writer", CLASS_A, "good", img_paths, NULL);
+        KuraSnapOpts o = opts();
+        const char *vols[] = {img};
+        KuraSnapRestore *rs = NULL;
+        KuraErr err = {0};
+        assert_int_equal(kura_snaprestore_begin(&o, NULL, NULL, vols, 1, &rs, &err), 0);
+        /* the restore itself failed: abort, never post-restore */
+        assert_int_equal(kura_snaprestore_finish(rs, false, &err), 0);
+        kura_snaprestore_free(rs);
+        char *lg = log_of("good");
+        assert_non_null(strstr(lg, "}\nabort\nbackup-shutdown\n"));
+        assert_null(strstr(lg, "post-restore"));
+        free(lg);
+        /* free without finish aborts too */
+        char p[PATH_MAX];
+        snprintf(p, sizeof p, "%s/good.log", tmpdir);
+        unlink(p);
+        assert_int_equal(kura_snaprestore_begin(&o, NULL, NULL, vols, 1, &rs, &err), 0);
+        kura_snaprestore_free(rs);
+        lg = log_of("good");
+        assert_non_null(strstr(lg, "}\nabort\nbackup-shutdown\n"));
+        assert_null(strstr(lg, "post-restore"));
+        free(lg);
+}
+
+static void test_restore_retry_and_missing(void **state) {
+        (void)state;
+        declare("a-retry", "Slow Writer", CLASS_A, "retry-then-ok", img_paths, NULL);
+        /* declared, but its program is missing; it holds a store */
+        char path[PATH_MAX * 2];
+        snprintf(path, sizeof path, "%s/b-missing.conf", wdir);
+        write_text(path, "[Writer]\nName=Missing Writer\nClassId=" CLASS_B "\nExec=/nonexistent/kura-writer\n");
+        KuraSnapOpts o = opts();
+        const char *vols[] = {img};
+        KuraSnapRestore *rs = NULL;
+        KuraErr err = {0};
+        const char *store = "{\"Missing Writer\":{\"a\":1}}";
+        int r = kura_snaprestore_begin(&o, NULL, store, vols, 1, &rs, &err);
+        if (r < 0)
+                fail_msg("begin: %s: %s", err.code, err.message);
+        assert_string_equal(kura_snaprestore_writer(rs, 0), "Slow Writer");
+        const char *why = NULL;
+        assert_string_equal(kura_snaprestore_skipped(rs, 0, &why), "Missing Writer");
+        assert_non_null(strstr(why, "could not start"));
+        assert_non_null(strstr(why, "/nonexistent/kura-writer"));
+        assert_int_equal(kura_snaprestore_finish(rs, true, &err), 0);
+        kura_snaprestore_free(rs);
+        char *lg = log_of("a-retry");
+        /* retryable: abort, then pre-restore again */
+        const char *a = strstr(lg, "\npre-restore {");
+        assert_non_null(a);
+        const char *b = strstr(a + 1, "\nabort\npre-restore {");
+        assert_non_null(b);
+        assert_non_null(strstr(b, "\npost-restore {"));
+        free(lg);
+
+        /* naming writers: one from the version that is not declared here is
+         * skipped; a name nobody knows is a mistake */
+        rs = NULL;
+        r = kura_snaprestore_begin(&(KuraSnapOpts){.config_dir = confdir, .state_dir = statedir,
+                                                   .writers = "Slow Writer,Gone Writer"},
+                                   NULL, "{\"Gone Writer\":{}}", vols, 1, &rs, &err);
+        if (r < 0)
+                fail_msg("begin: %s: %s", err.code, err.message);
+        assert_string_equal(kura_snaprestore_skipped(rs, 0, NULL), "Gone Writer");
+        assert_null(kura_snaprestore_skipped(rs, 1, NULL));
+        assert_string_equal(kura_snaprestore_writer(rs, 0), "Slow Writer");
+        assert_int_equal(kura_snaprestore_finish(rs, true, &err), 0);
+        kura_snaprestore_free(rs);
+        rs = NULL;
+        err = (KuraErr){0};
+        assert_true(kura_snaprestore_begin(&(KuraSnapOpts){.config_dir = confdir, .state_dir = statedir,
+                                                           .writers = "Typo Writer"},
+                                           NULL, NULL, vols, 1, &rs, &err) < 0);
+        assert_null(rs);
+        assert_string_equal(err.code, KURA_E_WRITER_FAILED);
+        assert_non_null(strstr(err.message, "Typo Writer"));
+        /* --writers none: nobody is started, a generation ID all the same */
+        snprintf(path, sizeof path, "%s/a-retry.log", tmpdir);
+        unlink(path);
+        assert_int_equal(kura_snaprestore_begin(&(KuraSnapOpts){.config_dir = confdir, .state_dir = statedir,
+                                                                .writers = "none"},
+                                                NULL, store, vols, 1, &rs, &err),
+                         0);
+        assert_true(is_hex32(kura_snaprestore_generation_id(rs)));
+        assert_null(kura_snaprestore_writer(rs, 0));
+        assert_int_equal(kura_snaprestore_finish(rs, true, &err), 0);
+        kura_snaprestore_free(rs);
+        lg = log_of("a-retry");
+        assert_string_equal(lg, "");
+        free(lg);
+}
+
 static int reset(void **state) {
         teardown(state);
         return setup(state);
@@ -923,6 +1207,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_inconsistent, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_emergency, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mounted, setup_mounted, teardown_mounted),
+                cmocka_unit_test_setup_teardown(test_restore_sequence, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore_pre_fails, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore_post_fails, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore_aborted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restore_retry_and_missing, setup, teardown),
         };
         (void)reset;
         return cmocka_run_group_tests(tests, NULL, NULL);
