@@ -13,6 +13,19 @@ require_tool mkfs.ext4 mkfs.xfs e2fsck
 kura backup --help >"$T/backup-help" 2>&1
 grep -q -- '--snapshot' "$T/backup-help" || skip "kura backup has no --snapshot option yet"
 
+# The loop device of an image on the xfs keeps that xfs busy: lib.sh would
+# only lazy-unmount it and leave both loop devices behind.  Detach it first.
+inner_cleanup() {
+        local rc=$?
+        if [ -n "${inner:-}" ]; then
+                umount "$T/inner" 2>/dev/null
+                losetup -d "$inner" 2>/dev/null
+        fi
+        (exit "$rc") # _cleanup reads the test's status from $?
+        _cleanup
+}
+trap inner_cleanup EXIT
+
 writable() {
         timeout -k 2 10 sh -c "echo probe >'$1/.probe' && sync -f '$1/.probe' && rm -f '$1/.probe'" ||
                 fail "$1 does not take a write: left frozen?"

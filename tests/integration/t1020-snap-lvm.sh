@@ -13,7 +13,8 @@
 #   - lvm-thin: a retained thin snapshot, then changed() after known writes
 #     (thin_delta on a metadata snapshot) covers exactly those blocks; the
 #     older retained snapshot is removed.
-#   - the CLI: providers, shadows create/list/delete, shadowstorage list.
+#   - the CLI: providers, shadows create/list/delete, shadowstorage list;
+#     kura backup --snapshot auto|lvm-thin of mounted ext4 LVs, restored clean.
 . "$(dirname "$0")/lib.sh"
 require_tool qemu-system-x86_64 cc
 VM=$SRCROOT/tests/vm/run.sh
@@ -103,7 +104,47 @@ $KURA shadowstorage list /dev/kt/thin1 --json >/tmp/ss.json || fail "shadowstora
 $KURA shadows delete "$set" || fail "shadows delete"
 [ -b "$dev" ] && fail "shadows delete left $dev"
 say "cli ok"
-umount /mnt/c
+# ---- kura backup end to end: auto picks lvm-thin for a mounted thin LV, lvm for
+# a mounted classic LV; every restore is a clean filesystem with the file ----
+export KURA_PASSWORD=guest-pass KURA_CONFIG_DIR=/tmp/kc KURA_CACHE_DIR=/tmp/kk
+mkdir -p /tmp/kc /tmp/kk /tmp/krp
+mount -t tmpfs -o size=160m krepo /tmp/krp || fail "tmpfs"
+R=/tmp/krp/repo
+$KURA --repo $R init --kdf-memory 1M --kdf-passes 1 >/tmp/k.out 2>&1 || { cat /tmp/k.out; fail "kura init"; }
+lvcreate -q -y -V 40M -T kt/pool -n thin2 >/dev/null || fail "thin2"
+mkdir -p /mnt/t && mkfs.ext4 -q /dev/kt/thin2 && mount /dev/kt/thin2 /mnt/t || fail "mkfs thin2"
+head -c 3M /dev/urandom >/mnt/t/f1 && sync
+kb() { # VOLUME PROVIDER -> restored image /tmp/krp/r.img; checks the file f1 against /mnt/X/f1
+        $KURA --repo $R backup --volume "$1" --snapshot "$2" --writers none >/tmp/k.out 2>&1 ||
+                { cat /tmp/k.out; fail "kura backup $1 --snapshot $2"; }
+        rm -f /tmp/krp/r.img
+        $KURA --repo $R restore --version latest --volume-to /tmp/krp/r.img >/tmp/k.out 2>&1 ||
+                { cat /tmp/k.out; fail "kura restore"; }
+        e2fsck -fn /tmp/krp/r.img >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "restore of $1 not clean"; }
+}
+kb /dev/kt/thin2 auto
+[ "$(debugfs -R 'cat /f1' /tmp/krp/r.img 2>/dev/null | sha256sum)" = "$(sha256sum </mnt/t/f1)" ] || fail "f1 of thin2"
+$KURA shadows list --json >/tmp/l.json
+[ "$(jq '[.shadows[] | select(.volume == "/dev/kt/thin2" and .retained_for_backup)] | length' /tmp/l.json)" = 1 ] ||
+        { cat /tmp/l.json; fail "a backup of a thin LV must retain one snapshot"; }
+head -c 1M /dev/urandom >/mnt/t/f2 && sync
+kb /dev/kt/thin2 lvm-thin
+[ "$(debugfs -R 'cat /f2' /tmp/krp/r.img 2>/dev/null | sha256sum)" = "$(sha256sum </mnt/t/f2)" ] || fail "f2 of thin2"
+lvs --noheadings -o lv_name,origin kt >/tmp/lvs.out
+[ "$(awk '$1 ~ /^kura-snap/ && $2 == "thin2"' /tmp/lvs.out | wc -l)" = 1 ] || { cat /tmp/lvs.out; fail "one retained thin snapshot after two backups"; }
+timeout 10 sh -c 'echo x >/mnt/t/probe && sync' || fail "/mnt/t left frozen"
+lvremove -q -f kt/classic >/dev/null 2>&1; umount /mnt/c 2>/dev/null
+lvremove -q -f kt/classic >/dev/null || fail "lvremove classic"
+lvcreate -q -y -L 24M -n classic2 kt >/dev/null && mkfs.ext4 -q /dev/kt/classic2 && mount /dev/kt/classic2 /mnt/c ||
+        fail "classic2"
+head -c 2M /dev/urandom >/mnt/c/f1 && sync
+kb /dev/kt/classic2 auto
+[ "$(debugfs -R 'cat /f1' /tmp/krp/r.img 2>/dev/null | sha256sum)" = "$(sha256sum </mnt/c/f1)" ] || fail "f1 of classic2"
+lvs --noheadings -o lv_name,origin kt 2>/dev/null | awk '$1 ~ /^kura-snap/ && $2 == "classic2"' | grep -q . &&
+        fail "classic snapshot left after backup"
+timeout 10 sh -c 'echo x >/mnt/c/probe && sync' || fail "/mnt/c left frozen"
+say "kura backup ok"
+umount /mnt/c /mnt/t /tmp/krp
 vgchange -q -an kt >/dev/null
 say PASS
 EOF
