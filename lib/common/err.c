@@ -55,6 +55,8 @@ const char *kura_err_code_for_repo_write(int r) {
                 return KURA_E_REPO_FULL;
         case EROFS:
                 return KURA_E_REPO_READ_ONLY;
+        case ENOMEM:
+                return KURA_E_NO_MEMORY;
         default:
                 return KURA_E_REPO_IO;
         }

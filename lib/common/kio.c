@@ -193,6 +193,20 @@ static void fault_event_locked(void) {
                 fault_crash_locked();
 }
 
+/* The directory part of path into buf, without allocating (so that
+ * removing a lock or a manifest cannot fail half-way for want of memory). */
+static int dir_of_buf(const char *path, char *buf, size_t n) {
+        const char *slash = strrchr(path, '/');
+        if (!slash)
+                return snprintf(buf, n, ".") < 0 ? -EINVAL : 0;
+        size_t len = slash == path ? 1 : (size_t) (slash - path);
+        if (len >= n)
+                return -ENAMETOOLONG;
+        memcpy(buf, path, len);
+        buf[len] = 0;
+        return 0;
+}
+
 static char *dir_of(const char *path) {
         char *c = strdup(path);
         if (!c)
@@ -526,7 +540,7 @@ void kio_abort(KioFile *f) {
 }
 
 int kio_commit(KioFile *f, const char *final_path) {
-        _cleanup_free_ char *d = NULL;
+        char dbuf[4096];
         int r = kio_fsync(f);
         if (r < 0)
                 goto fail;
@@ -536,13 +550,17 @@ int kio_commit(KioFile *f, const char *final_path) {
                 goto fail;
         }
         f->fd = -1;
+        /* Everything that can fail for want of memory happens before the
+         * rename: once the file is in place, only the directory fsync can fail. */
+        r = dir_of_buf(final_path, dbuf, sizeof dbuf);
+        if (r < 0)
+                goto fail;
         r = do_rename(f->tmp_path, final_path);
         if (r < 0)
                 goto fail;
         free(f->tmp_path);
         f->tmp_path = NULL;
-        d = dir_of(final_path);
-        r = d ? kio_fsync_dir(d) : -ENOMEM;
+        r = kio_fsync_dir(dbuf);
         kio_abort(f);
         return r;
 fail:
@@ -586,11 +604,14 @@ int kio_write_file_excl(const char *path, const void *p, size_t n) {
 }
 
 int kio_unlink(const char *path) {
-        int r = do_unlink(path);
+        char d[4096];
+        int r = dir_of_buf(path, d, sizeof d);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *d = dir_of(path);
-        return d ? kio_fsync_dir(d) : -ENOMEM;
+        r = do_unlink(path);
+        if (r < 0)
+                return r;
+        return kio_fsync_dir(d);
 }
 
 int kio_mkdir(const char *path, mode_t mode) {

@@ -281,8 +281,13 @@ static int load_one_index(Checker *ch, const char *dir, const char *name) {
                 if (strcmp(hex, name) != 0)
                         why = "is damaged (its contents do not match its name)";
         }
-        if (!why && kura_repo_unseal(ch->repo, KURA_AAD_INDEX, data, len, &pt) < 0)
-                why = "cannot be authenticated (damaged)";
+        if (!why) {
+                r = kura_repo_unseal(ch->repo, KURA_AAD_INDEX, data, len, &pt);
+                if (r == -ENOMEM)
+                        return r; /* not damage: the check itself cannot run */
+                if (r < 0)
+                        why = "cannot be authenticated (damaged)";
+        }
         if (!why) {
                 r = kura_index_file_decode(pt.data, pt.len, &p, &n);
                 if (r == -ENOMEM) {

@@ -87,7 +87,7 @@ int kura_lock_take(KuraRepo *repo, KuraLockMode mode, KuraErr *err) {
         _cleanup_free_ char *name = kura_asprintf("%.48s-%d-%s", host, (int) getpid(), rnd_hex);
         json_t *o = json_pack("{s:s, s:i, s:b, s:s}", "host", host, "pid", (int) getpid(), "exclusive", exclusive,
                               "time", time);
-        char *s = o ? json_dumps(o, 0) : NULL;
+        char *s = o ? kura_json_dumps_checked(o, 0) : NULL;
         json_decref(o);
         if (!dir || !name || !s) {
                 free(s);

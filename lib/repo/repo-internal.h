@@ -9,6 +9,8 @@
  */
 #include <pthread.h>
 
+#include <jansson.h>
+
 #include "common/kcommon.h"
 #include "common/kio.h"
 #include "crypto/kcrypto.h"
@@ -94,6 +96,11 @@ int kura_config_decode(const uint8_t *p, size_t n, KuraRepoConfig *ret);
 /* Manifest (§7): JSON plaintext (after zstd decompression) <-> KuraVersion. */
 int kura_version_encode(const KuraVersion *v, KuraBuf *out /* JSON text */);
 int kura_version_decode(const uint8_t *p, size_t n, KuraVersion **ret);
+
+/* json_dumps() that never returns malformed text: jansson 2.14 can drop a
+ * key on allocation failure and still return a string, so the result is
+ * parsed back; NULL (treat as -ENOMEM) if dumping or that check fails. */
+char *kura_json_dumps_checked(const json_t *o, size_t flags);
 
 /* ---- the repository object --------------------------------------------- */
 

@@ -20,7 +20,7 @@ int kura_config_encode(const KuraRepoConfig *c, int64_t created_ns, KuraBuf *out
                               "features_incompat", "created", created);
         if (!o)
                 return -ENOMEM;
-        char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        char *s = kura_json_dumps_checked(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(o);
         if (!s)
                 return -ENOMEM;
@@ -184,7 +184,7 @@ int kura_keyslot_write(const char *repo_path, const char *repo_id, const KuraMas
                 json_decref(slot);
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "creating a key slot");
         }
-        char *s = json_dumps(slot, JSON_INDENT(2));
+        char *s = kura_json_dumps_checked(slot, JSON_INDENT(2));
         json_decref(slot);
         if (!s)
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "creating a key slot");
@@ -443,6 +443,31 @@ int kura_repo_open(const char *path, const KuraRepoOpenOpts *opts, KuraRepo **re
         }
         *ret = repo;
         return 0;
+}
+
+typedef struct DumpCtx {
+        KuraBuf b;
+        bool failed;
+} DumpCtx;
+
+static int dump_cb(const char *buf, size_t n, void *ud) {
+        DumpCtx *d = ud;
+        if (kura_buf_append(&d->b, buf, n) < 0) {
+                d->failed = true;
+                return -1;
+        }
+        return 0;
+}
+
+char *kura_json_dumps_checked(const json_t *o, size_t flags) {
+        /* Our own output callback records any failure, which jansson may
+         * otherwise ignore while writing an object key. */
+        DumpCtx d = {0};
+        if (json_dump_callback(o, dump_cb, &d, flags) < 0 || d.failed || kura_buf_u8(&d.b, 0) < 0) {
+                kura_buf_free(&d.b);
+                return NULL;
+        }
+        return (char *) d.b.data;
 }
 
 size_t kura_repo_index_files_damaged(const KuraRepo *repo) { return repo->index_files_damaged; }

@@ -371,7 +371,7 @@ int kura_version_encode(const KuraVersion *v, KuraBuf *out) {
                                 return -ENOMEM;
                 }
         }
-        _cleanup_free_ char *s = json_dumps(o, JSON_COMPACT);
+        _cleanup_free_ char *s = kura_json_dumps_checked(o, JSON_COMPACT);
         if (!s)
                 return -ENOMEM;
         return kura_buf_append(out, s, strlen(s));
