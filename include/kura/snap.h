@@ -152,9 +152,21 @@ bool kura_snapset_crash_consistent(const KuraSnapSet *s);             /* some vo
  * backup of the volume (lvm-thin thin_delta, reflink extent maps).
  * -ENODATA when the provider cannot tell (read everything). */
 int kura_snapset_changed(KuraSnapSet *s, size_t i, KuraExtent **ret, size_t *ret_n, KuraErr *err);
+/* The ID of volume i's snapshot in this set (NULL if none); after a
+ * successful backup the provider may retain it as the next base. */
+const char *kura_snapset_shadow_id(const KuraSnapSet *s, size_t i);
+/* The ID of the retained snapshot kura_snapset_changed() compares against,
+ * or -ENODATA.  The engine uses the changed ranges only when the parent
+ * version recorded this very ID, so that skipped chunks are the parent's. */
+int kura_snapset_base_id(const KuraSnapSet *s, size_t i, char ret[40]);
 /* fsfreeze keeps a filesystem frozen during the copy: fails with
  * KURA-E-FREEZE-LIMIT (after thawing) once its limit has passed. */
 int kura_snapset_check_deadline(KuraSnapSet *s, KuraErr *err);
+/* The volumes have been read: release the snapshots (retaining change-
+ * tracking bases), and for sets kept frozen during the copy (fsfreeze) send
+ * the post-snapshot that had to wait.  Call before kura_snapset_store() and
+ * saving the version.  Idempotent. */
+int kura_snapset_copy_done(KuraSnapSet *s, KuraErr *err);
 /* BackupComplete(succeeded) + BackupShutdown, snapshots released (retained
  * for change tracking where the provider does that and succeeded), states
  * persisted.  *ret_store (may be NULL) receives a JSON text object

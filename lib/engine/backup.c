@@ -221,6 +221,38 @@ static int find_parent(KuraRepo *repo, const char *uuid, const char *path, char 
         return 0;
 }
 
+/* The chunk list of the parent's volume, if the parent version recorded
+ * the snapshot `base` for it (so the provider's changed ranges are relative
+ * to exactly the data the parent holds).  NULL otherwise. */
+static KuraId *parent_chunks_for_base(KuraRepo *repo, KuraRepoWorker *w, const char *parent_id, const char *uuid,
+                                      const char *path, uint64_t size, uint32_t cs, const char *base) {
+        KuraVersion *pv = NULL;
+        KuraId *ids = NULL;
+        if (!parent_id || kura_version_find(repo, parent_id, &pv, NULL) < 0)
+                return NULL;
+        const KuraVolume *pvol = NULL;
+        for (size_t k = 0; k < pv->nvolumes && !pvol; k++) {
+                const KuraVolume *c = &pv->volumes[k];
+                if (uuid[0] ? strcmp(c->uuid, uuid) == 0 : strcmp(c->path, path) == 0)
+                        pvol = c;
+        }
+        bool ok = false;
+        json_t *snaps = pv->extra ? json_object_get(pv->extra, "snapshots") : NULL;
+        size_t k;
+        json_t *e;
+        if (pvol && pvol->size == size && pvol->chunk_size == cs && json_is_array(snaps))
+                json_array_foreach(snaps, k, e) {
+                        const char *vn = json_string_value(json_object_get(e, "volume"));
+                        const char *sh = json_string_value(json_object_get(e, "shadow"));
+                        if (vn && sh && !strcmp(vn, pvol->name) && !strcmp(sh, base))
+                                ok = true;
+                }
+        if (ok && kura_volume_load_chunks(w, pvol, &ids, NULL) < 0)
+                ids = NULL;
+        kura_version_free(pv);
+        return ids;
+}
+
 typedef struct VolumeRun {
         char *cache_key;
         KuraFpEntry *new_fp;
@@ -231,7 +263,7 @@ typedef struct VolumeRun {
  * (a snapshot of it, or itself).  snap != NULL: the coordinator made the
  * volume consistent (or knowingly read it live), so no mount refusal here. */
 static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o, const KuraBackupSource *src,
-                         const char *read_path, KuraSnapSet *snap, KuraVersion *v, VolumeRun *run,
+                         const char *read_path, KuraSnapSet *snap, size_t si, KuraVersion *v, VolumeRun *run,
                          const char *cache_dir, unsigned nthreads, KuraRepoWorker **workers, uint64_t *done_base,
                          uint64_t total, KuraErr *err) {
         KuraVolumeProbe probe, rprobe;
@@ -281,10 +313,27 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         if (!vol)
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
 
-        if (!v->parent) {
-                char *parent = NULL;
-                find_parent(j->repo, probe.uuid, abs_path, &parent);
-                v->parent = parent;
+        _cleanup_free_ char *parent = NULL;
+        find_parent(j->repo, probe.uuid, abs_path, &parent);
+        if (!v->parent && parent)
+                v->parent = strdup(parent);
+
+        /* Change tracking (lvm-thin thin_delta, reflink extent maps): chunks
+         * outside the changed ranges are the parent's, not read at all. */
+        _cleanup_free_ KuraId *parent_ids = NULL;
+        _cleanup_free_ KuraExtent *chg = NULL;
+        size_t nchg = 0;
+        char base[40];
+        if (snap && parent && !o->rehash && kura_snapset_base_id(snap, si, base) == 0) {
+                parent_ids = parent_chunks_for_base(j->repo, mainw, parent, probe.uuid, abs_path, probe.size, cs, base);
+                if (parent_ids) {
+                        r = kura_snapset_changed(snap, si, &chg, &nchg, err);
+                        if (r == -ENODATA) {
+                                free(parent_ids);
+                                parent_ids = NULL;
+                        } else if (r < 0)
+                                return r;
+                }
         }
 
         _cleanup_free_ KuraId *ids = calloc(nchunks ? nchunks : 1, sizeof(KuraId));
@@ -333,8 +382,9 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                 started++;
         }
 
-        uint64_t bytes_read = 0, chunks_free = 0;
+        uint64_t bytes_read = 0, chunks_free = 0, chunks_unchanged = 0;
         size_t ei = 0; /* cursor into the sorted extents */
+        size_t ci = 0; /* cursor into the sorted changed ranges */
         double last_progress = 0, last_check = kura_mono();
         int rr = 0;
         KuraErr rerr = {0};
@@ -348,6 +398,18 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                         ids[i] = KURA_ID_FREE;
                         chunks_free++;
                         continue;
+                }
+                if (parent_ids) {
+                        while (ci < nchg && chg[ci].off + chg[ci].len <= start)
+                                ci++;
+                        bool changed = ci < nchg && chg[ci].off < end;
+                        if (!changed && !kura_id_is_free(&parent_ids[i])) {
+                                ids[i] = parent_ids[i];
+                                if (old_fp && !memcmp(&old_fp[i].id, &parent_ids[i], sizeof(KuraId)))
+                                        new_fp[i] = old_fp[i];
+                                chunks_unchanged++;
+                                continue;
+                        }
                 }
                 if (snap && kura_mono() - last_check >= 1.0) {
                         /* fsfreeze copy limit, COW space exhaustion: stop
@@ -447,9 +509,14 @@ static int record_snapshot_info(KuraVersion *v, KuraSnapSet *snap, KuraErr *err)
                         return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         }
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < kura_snapset_nvolumes(snap) && i < v->nvolumes; i++)
-                json_array_append_new(arr, json_pack("{s:s, s:s}", "volume", v->volumes[i].name, "provider",
-                                                     kura_snapset_provider(snap, i)));
+        for (size_t i = 0; arr && i < kura_snapset_nvolumes(snap) && i < v->nvolumes; i++) {
+                json_t *e = json_pack("{s:s, s:s}", "volume", v->volumes[i].name, "provider",
+                                      kura_snapset_provider(snap, i));
+                const char *sh = kura_snapset_shadow_id(snap, i);
+                if (e && sh)
+                        json_object_set_new(e, "shadow", json_string(sh));
+                json_array_append_new(arr, e);
+        }
         if (!arr || json_object_set_new(extra, "snapshots", arr) < 0)
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         return 0;
@@ -593,7 +660,7 @@ int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, 
                 KuraBackupSource src = i < o->nsources ? o->sources[i]
                                                        : (KuraBackupSource){.path = kura_snapset_volume(snap, i)};
                 const char *read_path = snap ? kura_snapset_read_path(snap, i) : src.path;
-                r = backup_volume(&j, mainw, o, &src, read_path, snap, v, &runs[i], o->cache_dir, nthreads, workers,
+                r = backup_volume(&j, mainw, o, &src, read_path, snap, i, v, &runs[i], o->cache_dir, nthreads, workers,
                                   &done, total, err);
                 if (r < 0)
                         goto out;
@@ -602,6 +669,9 @@ int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, 
         /* Writers' backup data (e.g. PostgreSQL's backup label) and which
          * provider made each volume consistent go into the manifest. */
         if (snap) {
+                r = kura_snapset_copy_done(snap, err);
+                if (r < 0)
+                        goto out;
                 r = record_snapshot_info(v, snap, err);
                 if (r < 0)
                         goto out;

@@ -146,6 +146,8 @@ typedef struct Vol {
 } Vol;
 
 struct KuraSnapSet {
+        json_t *pending_post_snapshot; /* args of a post-snapshot deferred until the copy is done */
+        bool copy_done;
         char *config_dir, *state_dir, *backup_type;
         bool add_writer_volumes, allow_mounted;
         unsigned fs_freeze_limit_s, copy_limit_s;
@@ -818,6 +820,22 @@ static int run_sequence(KuraSnapSet *s, const char **ret_at, KuraWriter **ret_fa
                 r = oom(err);
                 goto out;
         }
+        /* A provider that keeps the filesystem frozen while it is read
+         * (fsfreeze) has not really let go yet: a writer that writes at
+         * post-snapshot (PostgreSQL's pg_backup_stop writes WAL) would block.
+         * For such sets post-snapshot follows the copy, in
+         * kura_snapset_copy_done(). */
+        json_decref(s->pending_post_snapshot);
+        s->pending_post_snapshot = NULL;
+        bool held = false;
+        for (size_t i = 0; i < s->nvols; i++)
+                if (s->vols[i].created && !strcmp(s->vols[i].sh.ops->name, "fsfreeze"))
+                        held = true;
+        if (held) {
+                s->pending_post_snapshot = pa;
+                r = 0;
+                goto out;
+        }
         *ret_at = "post-snapshot";
         r = event_all(s, "post-snapshot", pa, ret_failed, err);
         json_decref(pa);
@@ -1054,6 +1072,32 @@ int kura_snapset_create(const KuraSnapOpts *o, const char *const *volumes, size_
         return 0;
 }
 
+int kura_snapset_copy_done(KuraSnapSet *s, KuraErr *err) {
+        if (!s || s->finished || s->copy_done)
+                return 0;
+        s->copy_done = true;
+        /* Let go of the snapshots now (thaw fsfreeze, free COW space); keep
+         * the ones that serve as the next backup's change-tracking base. */
+        KuraErr e = {0};
+        release_all(s, true, &e);
+        if (kura_err_isset(&e)) {
+                if (err && !kura_err_isset(err))
+                        *err = e;
+                return -e.errnum;
+        }
+        if (s->pending_post_snapshot) {
+                KuraWriter *failed = NULL;
+                int r = event_all(s, "post-snapshot", s->pending_post_snapshot, &failed, err);
+                json_decref(s->pending_post_snapshot);
+                s->pending_post_snapshot = NULL;
+                if (r < 0) {
+                        persist(s);
+                        return r;
+                }
+        }
+        return 0;
+}
+
 int kura_snapset_changed(KuraSnapSet *s, size_t i, KuraExtent **ret, size_t *ret_n, KuraErr *err) {
         if (!s || i >= s->nvols)
                 return -EINVAL;
@@ -1061,6 +1105,29 @@ int kura_snapset_changed(KuraSnapSet *s, size_t i, KuraExtent **ret, size_t *ret
         if (!v->created || !v->sh.ops->changed)
                 return -ENODATA;
         return v->sh.ops->changed(&v->sh, ret, ret_n, err);
+}
+
+const char *kura_snapset_shadow_id(const KuraSnapSet *s, size_t i) {
+        /* Still answers after kura_snapset_copy_done() released it. */
+        if (!s || i >= s->nvols || !s->vols[i].sh.ops || !s->vols[i].sh.id[0])
+                return NULL;
+        return s->vols[i].sh.id;
+}
+
+int kura_snapset_base_id(const KuraSnapSet *s, size_t i, char ret[40]) {
+        if (!s || i >= s->nvols)
+                return -EINVAL;
+        const Vol *v = &s->vols[i];
+        if (!v->created || !v->sh.ops->changed)
+                return -ENODATA;
+        KuraShadowInfo old;
+        int r = kura_shadow_record_retained(s->state_dir, v->sh.volume, v->sh.ops->name, &old);
+        if (r < 0)
+                return -ENODATA;
+        if (!strcmp(old.id, v->sh.id))
+                return -ENODATA;
+        snprintf(ret, 40, "%s", old.id);
+        return 0;
 }
 
 int kura_snapset_check_deadline(KuraSnapSet *s, KuraErr *err) {
@@ -1125,6 +1192,8 @@ char *kura_snapset_store(const KuraSnapSet *s) {
 KuraSnapSet *kura_snapset_free(KuraSnapSet *s) {
         if (!s)
                 return NULL;
+        json_decref(s->pending_post_snapshot);
+        s->pending_post_snapshot = NULL;
         if (!s->finished) {
                 s->finished = true;
                 thaw_all(s);

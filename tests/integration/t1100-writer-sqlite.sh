@@ -28,9 +28,13 @@ sq() { sqlite3 -cmd ".timeout ${SQ_TIMEOUT:-0}" "$DB" "$@"; }
 sq "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);" >/dev/null
 # An idle connection held open keeps the WAL from being checkpointed and
 # removed when the inserting connection closes.
-(echo "SELECT 1;"; exec sleep 600) | sqlite3 "$DB" >/dev/null 2>&1 &
+python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+print(c.execute("SELECT count(*) FROM t").fetchall(), flush=True)
+time.sleep(600)' "$DB" >"$T/holder.out" 2>&1 </dev/null &
 BG+=($!)
-sleep 0.3
+disown $!
+for i in $(seq 100); do [ -s "$T/holder.out" ] && break; sleep 0.1; done
 for i in $(seq 1 50); do echo "INSERT INTO t(v) VALUES('row $i');"; done |
         sqlite3 -cmd "PRAGMA wal_autocheckpoint=0" "$DB" >/dev/null || fail "insert"
 [ -s "$DB-wal" ] || fail "setup: $DB-wal is empty"
@@ -181,7 +185,8 @@ committer=$!
 BG+=("$committer")
 sleep 2
 kura_init_test_repo
-kok backup --volume "$dev" --snapshot fsfreeze --writers sqlite
+kok backup --volume "$dev" --snapshot fsfreeze --writers "SQLite Writer"
+assert_writer_stable "SQLite Writer"
 sleep 1
 touch "$T/stop"
 wait "$committer" || fail "the committing loop failed (a commit was refused during the backup?)"

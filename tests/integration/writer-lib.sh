@@ -52,6 +52,8 @@ wstart() {
         WPID=$WRITERP_PID
         # Keep our own copies: bash closes the coproc's fds when it exits.
         exec {WIN}>&"${WRITERP[1]}" {WOUT}<&"${WRITERP[0]}"
+        # ... and only those, so that closing WIN really is EOF for the writer.
+        eval "exec ${WRITERP[1]}>&- ${WRITERP[0]}<&-"
         WID=0
         _wsend '{"protocol":"kura-writer","versions":[1],"capabilities":["restore","backup-type"]}'
         _wread
@@ -138,7 +140,7 @@ wshutdown() {
 
 # Kill a writer left running by a failed test (from the test's cleanup).
 wkill() {
-        [ -n "${WPID:-}" ] && kill -9 "$WPID" 2>/dev/null
+        [ -n "${WPID:-}" ] && kill -9 "$WPID" 2>/dev/null && wait "$WPID" 2>/dev/null
         WPID=
 }
 
@@ -170,4 +172,15 @@ writer_protocol_checks() { # CMD...
         rc=$?
         [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "writer answered garbage with exit $rc"
         info "ok: bad handshake refused, overlong line and garbage end the writer"
+}
+
+# After `kura backup --writers NAME`: the writer took part (it has an instance
+# ID from its handshake) and ended Stable with no error ($KURA_STATE_DIR/writers.json).
+assert_writer_stable() { # NAME
+        local ws=$KURA_STATE_DIR/writers.json
+        [ -f "$ws" ] || fail "no $ws after the backup"
+        jq -e --arg n "$1" '.writers[$n].instance_id | length > 0' "$ws" >/dev/null ||
+                { cat "$ws" >&2; fail "writer '$1' did not take part in the backup"; }
+        assert_eq 1 "$(jq -r --arg n "$1" '.writers[$n].state' "$ws")" "state of writer '$1' after the backup (1 Stable)"
+        assert_eq 0 "$(jq -r --arg n "$1" '.writers[$n].last_error' "$ws")" "last error of writer '$1'"
 }
