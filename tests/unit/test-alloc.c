@@ -954,7 +954,7 @@ static uint64_t enospc_run(bool encrypted, uint64_t limit, uint64_t *ret_written
         } else {
                 R.saved[2] = saved2;
                 if (saved2)
-                        snprintf(R.vid[2], sizeof R.vid[2], "%s", vid2);
+                        snprintf(R.vid[2], sizeof R.vid[2], "%.64s", vid2);
                 R.forgot1 = forgot1;
                 R.failed_r = fr;
                 R.failed_step = strcmp(step, "-") == 0 ? NULL : intern_step(step);
