@@ -303,6 +303,21 @@ static void undo(void *userdata, const char *why) {
         json_decref(r.result);
 }
 
+static void ctx_free(Ctx *c) {
+        for (size_t i = 0; i < c->nhooks; i++) {
+                free(c->hooks[i].event);
+                free(c->hooks[i].cmd);
+        }
+        free(c->hooks);
+        for (size_t i = 0; i < c->ncomps; i++) {
+                for (size_t k = 0; k < c->comps[i].npaths; k++)
+                        free(c->comps[i].paths[k]);
+                free(c->comps[i].paths);
+                free(c->comps[i].name);
+        }
+        free(c->comps);
+}
+
 static int add_component(Ctx *c, const char *spec) {
         const char *colon = strchr(spec, ':');
         if (!colon || colon == spec || colon[1] != '/') {
@@ -437,5 +452,7 @@ int main(int argc, char **argv) {
                 .userdata = &c,
                 .freeze_limit_s = freeze_limit,
         };
-        return kw_run(&d);
+        int r = kw_run(&d);
+        ctx_free(&c);
+        return r;
 }
