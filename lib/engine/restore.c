@@ -295,7 +295,9 @@ int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *o, KuraRestoreResult
         unsigned started = 0;
         for (unsigned i = 0; i < nthreads; i++) {
                 rws[i].j = &j;
-                rws[i].buf = malloc(KURA_BLOB_MAX);
+                /* Page-aligned, so the target can write it with O_DIRECT. */
+                if (posix_memalign((void **) &rws[i].buf, 4096, KURA_BLOB_MAX) != 0)
+                        rws[i].buf = NULL;
                 if (!rws[i].buf || kura_repo_worker_new(repo, &rws[i].w) < 0)
                         break;
                 if (pthread_create(&tids[i], NULL, rworker_main, &rws[i]) != 0)
