@@ -105,3 +105,27 @@ writable "$T/m"
 assert_eq 2 "$(nversions)" "backup with no writer able to start (crash-consistent at the filesystem level)"
 kok restore --version latest --volume-to "$T/r.img"
 e2fsck -fn "$T/r.img" >/dev/null 2>&1 || fail "restored filesystem is not clean"
+
+# ---- kura killed by SIGINT / SIGTERM while it holds the filesystem frozen ----
+# fsfreeze freezes the filesystem, then waits for a writer that never answers
+# thaw: interrupting kura then must thaw the filesystem and kill the writer.
+for sig in INT TERM; do
+        declare hangthaw "Hang Thaw Writer" 77777777-7777-4777-8777-777777777777 hang-thaw
+        sed -i 's/^FreezeTimeout=.*/FreezeTimeout=60/' "$KURA_CONFIG_DIR/writers.d/hangthaw.conf"
+        : >"$T/hangthaw.log"
+        "$KURA" backup --volume "$dev" --snapshot fsfreeze --writers all >"$T/sig.out" 2>&1 &
+        kpid=$!
+        for _ in $(seq 1 100); do grep -q '^thaw' "$T/hangthaw.log" 2>/dev/null && break; sleep 0.1; done
+        grep -q '^thaw' "$T/hangthaw.log" || { kill -9 $kpid; cat "$T/sig.out"; fail "the writer never got thaw"; }
+        # the filesystem is frozen now: a write must block
+        timeout 1 sh -c "echo x >'$T/m/.frozen-probe' && sync -f '$T/m/.frozen-probe'" &&
+                fail "the filesystem was not frozen while the writer held thaw (test cannot tell)"
+        kill -"$sig" $kpid
+        wait $kpid
+        rc=$?
+        [ "$rc" = 130 ] || [ "$rc" = 143 ] || [ "$rc" = 1 ] || fail "kura exited $rc on SIG$sig"
+        writable "$T/m"
+        sleep 0.5; pgrep -f "writer-common.sh hang-thaw" >/dev/null && fail "the writer survived kura's SIG$sig"
+        rm -f "$KURA_CONFIG_DIR/writers.d/hangthaw.conf" "$T/m/.frozen-probe"
+        info "SIG$sig while frozen: thawed, writer gone"
+done
