@@ -18,6 +18,8 @@
 #include <libgen.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
@@ -297,6 +299,11 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                 return kura_err_errno(err, -errno, errno == ENOENT ? KURA_E_SOURCE_NOT_FOUND : KURA_E_SOURCE_UNREADABLE,
                                       "check the path and that kura runs as root", "cannot open source %s", read_path);
         (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        /* A filesystem that writes its metadata around the block device's page
+         * cache (xfs) can leave stale pages there from an earlier read: drop
+         * them so every byte comes from the device. */
+        if (rprobe.is_blockdev)
+                (void) ioctl(fd, BLKFLSBUF, 0);
 
         _cleanup_free_ KuraExtent *ext = NULL;
         size_t next = 0;
