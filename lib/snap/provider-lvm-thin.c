@@ -33,19 +33,9 @@ static bool thin_available(char *why, size_t n) {
 }
 
 static int thin_supports(const char *volume, const KuraVolumeProbe *p, char *why, size_t n) {
-        if (!p->is_blockdev) {
-                snprintf(why, n, "%s is not a block device", volume);
-                return 0;
-        }
-        if (!kura_lvm_available(why, n))
-                return 0;
         KuraLvInfo li;
-        int r = kura_lvm_info(volume, &li, NULL, 0);
-        if (r == -ENODEV) {
-                snprintf(why, n, "%s is not an LVM logical volume", volume);
-                return 0;
-        }
-        if (r < 0)
+        int r = kura_lvm_supports_lv(volume, p, &li, why, n);
+        if (r <= 0)
                 return r;
         if (strcmp(li.segtype, "thin")) {
                 snprintf(why, n, "%s/%s is not a thin volume (segment type %s)", li.vg, li.lv, li.segtype);

@@ -111,24 +111,29 @@ bool kura_lvm_thaw_if_frozen(const char *mountpoint) {
         return fd >= 0 && ioctl(fd, FITHAW, 0) == 0;
 }
 
-static bool lvm_available(char *why, size_t n) {
-        return kura_lvm_available(why, n);
-}
-
-static int lvm_supports(const char *volume, const KuraVolumeProbe *p, char *why, size_t n) {
+int kura_lvm_supports_lv(const char *volume, const KuraVolumeProbe *p, KuraLvInfo *ret, char *why, size_t n) {
         if (!p->is_blockdev) {
                 snprintf(why, n, "%s is not a block device", volume);
                 return 0;
         }
         if (!kura_lvm_available(why, n))
                 return 0;
-        KuraLvInfo li;
-        int r = kura_lvm_info(volume, &li, NULL, 0);
+        int r = kura_lvm_info(volume, ret, NULL, 0);
         if (r == -ENODEV) {
                 snprintf(why, n, "%s is not an LVM logical volume", volume);
                 return 0;
         }
-        if (r < 0)
+        return r < 0 ? r : 1;
+}
+
+static bool lvm_available(char *why, size_t n) {
+        return kura_lvm_available(why, n);
+}
+
+static int lvm_supports(const char *volume, const KuraVolumeProbe *p, char *why, size_t n) {
+        KuraLvInfo li;
+        int r = kura_lvm_supports_lv(volume, p, &li, why, n);
+        if (r <= 0)
                 return r;
         if (!strcmp(li.segtype, "thin")) {
                 snprintf(why, n, "%s/%s is a thin volume: provider lvm-thin snapshots it", li.vg, li.lv);

@@ -119,6 +119,10 @@ typedef struct KuraLvInfo {
 bool kura_lvm_available(char *why, size_t n);
 /* lvs on path or "VG/LV": 0, -ENODEV when it is no LV, other negative errno. */
 int kura_lvm_info(const char *path_or_name, KuraLvInfo *ret, char *errout, size_t errsz);
+/* The common part of both LVM providers' supports(): the volume is a block
+ * device, LVM is usable and it is a logical volume (*ret filled).  1 yes,
+ * 0 no (why filled), <0 errno. */
+int kura_lvm_supports_lv(const char *volume, const KuraVolumeProbe *p, KuraLvInfo *ret, char *why, size_t n);
 /* FITHAW on mountpoint; true if it was frozen (then refreeze after). */
 bool kura_lvm_thaw_if_frozen(const char *mountpoint);
 /* lvremove -f of a recorded snapshot device /dev/VG/NAME. */
