@@ -204,6 +204,42 @@ static const Explain table[] = {
         {KURA_E_SHADOW_NOT_FOUND, NULL, 1, "'kura shadows delete' was given an ID that is no shadow or shadow set.",
          "A typo; the shadow was already deleted; another KURA_STATE_DIR.",
          "Run 'kura shadows list' (like 'vssadmin list shadows') to see the shadow and shadow set IDs."},
+        {KURA_E_DISK_LAYOUT, NULL, 1,
+         "A disk's partition table cannot be read, or holds something kura cannot rebuild.",
+         "No partition table (use --volume for a bare filesystem); a damaged GPT whose primary and backup copies "
+         "disagree; MD RAID members (not supported for bare-metal recovery yet).",
+         "Check the disk with 'sfdisk -d DEV' or 'gdisk -l DEV'; back the volume up with --volume instead of --disk."},
+        {KURA_E_DISK_NOT_MAPPED, NULL, 1,
+         "'kura bmr' does not know which target disk a backed-up disk goes to, or was given a disk the version lacks.",
+         "--disk-map auto found no empty disk of a suitable size; a name in --disk-map that is not in the version.",
+         "Give --disk-map disk0=/dev/sdX,... ('kura versions' lists each version's disks) or leave a disk out with "
+         "--exclude-disk."},
+        {KURA_E_NOT_BMR_COMPLETE, NULL, 1,
+         "The version holds no disk layouts, so it cannot rebuild a machine (it was made with --volume only).",
+         "The backup was not made with --all-critical or --disk.",
+         "Restore single volumes with 'kura restore', or pick a version that 'kura versions' marks bmr."},
+        {KURA_E_FS_RESIZE, NULL, 1, "Growing, shrinking or re-creating a restored filesystem failed.",
+         "The filesystem does not fit the smaller partition; a resize tool failed (its output is shown); no room for "
+         "the temporary copy used when shrinking.",
+         "Read the tool's message; give a larger target disk or --tmpdir on a filesystem with more room; the restored "
+         "partition is left as the tool left it, so re-run 'kura bmr' once the cause is fixed."},
+        {KURA_E_TOOL_MISSING, NULL, 1, "A program that kura runs for this step is not installed.",
+         "A minimal system or rescue image without e2fsprogs, xfsprogs, btrfs-progs, mtools or util-linux.",
+         "Install the package named in the message (scripts/setup.sh installs all of them), or use the kura rescue "
+         "image, which holds every tool kura bmr calls."},
+        {KURA_E_NOT_CONFIRMED, NULL, 1, "'kura bmr' would erase the target disks and was not confirmed.",
+         "Not on a terminal and --yes was not given; or the answer at the prompt was not 'yes'.",
+         "Read the plan it printed, then run again with --yes."},
+        {KURA_E_CRITICAL_LIVE, NULL, 1,
+         "A critical volume is mounted read-write and no snapshot provider can hold it still for a whole copy.",
+         "The commonest server layout: / on plain ext4 on a partition (no LVM, no reflink image).",
+         "Either pass --crash-consistent (read live; the version is marked crash-consistent, like a power cut), or "
+         "boot the kura rescue image and back the disks up offline; for the future, put / on LVM (thin)."},
+        {KURA_W_CRASH_CONSISTENT, NULL, -1,
+         "The version was read from volumes in use without a snapshot: it is crash-consistent, like a power cut.",
+         "--crash-consistent, --allow-mounted or --snapshot none on a mounted read-write volume.",
+         "Restores are usually fine (journals replay) but applications may lose their last writes; prefer a "
+         "snapshot provider or an offline backup from the rescue image."},
         {KURA_W_LEFTOVER, NULL, -1, "Temporary files or unindexed packs of an unfinished write were found.",
          "An interrupted or failed backup or prune.", "Harmless; 'kura prune' removes them."},
         {KURA_W_NO_LOCK, NULL, -1, "The repository is read-only, so restore or check goes on without taking a lock.",

@@ -9,7 +9,7 @@ PACKAGES=(
   # build
   meson ninja-build pkg-config gcc clang libc6-dev
   libssl-dev libsodium-dev libzstd-dev libblkid-dev libext2fs-dev uuid-dev
-  libjansson-dev libxxhash-dev libcmocka-dev
+  libjansson-dev libxxhash-dev libcmocka-dev libfdisk-dev libmount-dev
   # fuzzing (libFuzzer) and sanitizer runtimes
   libclang-rt-14-dev libfuzzer-14-dev
   # tests: filesystems, partitions, loop devices, checks
@@ -18,6 +18,8 @@ PACKAGES=(
   # qemu guests (tests/vm/): Debian's kernel runs what this host's kernel lacks
   qemu-system-x86 qemu-utils busybox-static cpio xz-utils ovmf seabios
   lvm2 thin-provisioning-tools fdisk
+  # bare-metal recovery: boot loaders for the test disks and for re-installs, NVRAM entries
+  grub-efi-amd64-bin grub-pc-bin grub-common efibootmgr
   # reference writers and their tests: real databases from Debian
   libpq-dev libmariadb-dev libsqlite3-dev sqlite3 postgresql postgresql-contrib mariadb-server mariadb-client
   # benchmarks (bench/): the peers and the data set

@@ -50,6 +50,10 @@ typedef struct KuraBackupOpts {
         const char *config_dir;     /* writers.d lives here */
         const char *state_dir;      /* writer states, retained shadows */
         unsigned fsfreeze_limit_s;  /* 0: default 120 */
+
+        /* json_t* object (borrowed) whose members are added to the manifest
+         * (e.g. "disks" from kura_disk_backup_prepare()), or NULL. */
+        const void *extra_json;
 } KuraBackupOpts;
 
 /* Back up every source into one new version.  On success *ret (caller frees)

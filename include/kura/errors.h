@@ -55,12 +55,22 @@
 #define KURA_E_FREEZE_REFUSED         "KURA-E-FREEZE-REFUSED"
 #define KURA_E_SHADOW_NOT_FOUND       "KURA-E-SHADOW-NOT-FOUND"
 
+/* Disks and bare-metal recovery (include/kura/disk.h, lib/image/disk*.c, lib/engine/bmr.c). */
+#define KURA_E_DISK_LAYOUT            "KURA-E-DISK-LAYOUT"
+#define KURA_E_DISK_NOT_MAPPED        "KURA-E-DISK-NOT-MAPPED"
+#define KURA_E_NOT_BMR_COMPLETE       "KURA-E-NOT-BMR-COMPLETE"
+#define KURA_E_FS_RESIZE              "KURA-E-FS-RESIZE"
+#define KURA_E_TOOL_MISSING           "KURA-E-TOOL-MISSING"
+#define KURA_E_NOT_CONFIRMED          "KURA-E-NOT-CONFIRMED"
+#define KURA_E_CRITICAL_LIVE          "KURA-E-CRITICAL-LIVE"
+
 /* Warnings (printed, exit status unaffected). */
 #define KURA_W_LEFTOVER            "KURA-W-LEFTOVER"
 #define KURA_W_NO_LOCK             "KURA-W-NO-LOCK"
 #define KURA_W_STALE_LOCK          "KURA-W-STALE-LOCK"
 #define KURA_W_DAMAGE_SKIPPED      "KURA-W-DAMAGE-SKIPPED"
 #define KURA_W_NO_CACHE            "KURA-W-NO-CACHE"
+#define KURA_W_CRASH_CONSISTENT    "KURA-W-CRASH-CONSISTENT"
 
 typedef struct KuraErr {
         const char *code;       /* static string, NULL while unset */

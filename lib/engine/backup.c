@@ -684,6 +684,15 @@ int kura_backup_run(KuraRepo *repo, const KuraBackupOpts *o, KuraVersion **ret, 
                         goto out;
         }
 
+        if (o->extra_json) {
+                if (!v->extra)
+                        v->extra = json_object();
+                if (!v->extra || json_object_update(v->extra, (json_t *) o->extra_json) < 0) {
+                        r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                        goto out;
+                }
+        }
+
         /* Packs, then the index naming them, then the manifest: an interruption
          * before the manifest is durable leaves no visible version. */
         r = kura_repo_flush(repo, err);
