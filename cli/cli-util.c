@@ -397,12 +397,22 @@ json_t *cli_json_version(const KuraVersion *v) {
                                         (json_int_t)vol->bytes_read, "bytes_new", (json_int_t)vol->bytes_new,
                                         "bytes_stored", (json_int_t)vol->bytes_stored));
         }
-        return json_pack("{s:s, s:s, s:s, s:o, s:o, s:b, s:o, s:I, s:I, s:I, s:f}", "id", v->id, "time",
-                         cli_fmt_time_rfc3339(v->time_ns, t), "hostname", nz(v->hostname), "tags", tags, "parent",
-                         v->parent ? json_string(v->parent) : json_null(), "crash_consistent", (int)v->crash_consistent,
-                         "volumes", vols, "bytes_read", (json_int_t)v->bytes_read, "bytes_new",
-                         (json_int_t)v->bytes_new, "bytes_stored", (json_int_t)v->bytes_stored, "duration",
-                         v->duration_s);
+        json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o, s:b, s:o, s:I, s:I, s:I, s:f}", "id", v->id, "time",
+                              cli_fmt_time_rfc3339(v->time_ns, t), "hostname", nz(v->hostname), "tags", tags, "parent",
+                              v->parent ? json_string(v->parent) : json_null(), "crash_consistent",
+                              (int)v->crash_consistent, "volumes", vols, "bytes_read", (json_int_t)v->bytes_read,
+                              "bytes_new", (json_int_t)v->bytes_new, "bytes_stored", (json_int_t)v->bytes_stored,
+                              "duration", v->duration_s);
+        /* Bare-metal recovery: complete when the version holds disk layouts;
+         * the layouts themselves as stored (docs/format/repository.md). */
+        json_t *disks = v->extra ? json_object_get((json_t *)v->extra, "disks") : NULL;
+        json_t *vr = v->extra ? json_object_get((json_t *)v->extra, "verify_restore") : NULL;
+        if (j) {
+                json_object_set_new(j, "bmr", json_boolean(kura_version_is_bmr(v, NULL)));
+                json_object_set_new(j, "disks", json_is_array(disks) ? json_incref(disks) : json_array());
+                json_object_set_new(j, "verify_restore", json_is_object(vr) ? json_incref(vr) : json_null());
+        }
+        return j;
 }
 
 const char *cli_fmt_size(uint64_t n, char buf[static 32]) {

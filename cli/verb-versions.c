@@ -63,7 +63,7 @@ int verb_versions(Cli *c, int argc, char **argv, KuraErr *err) {
                 return 0;
         }
 
-        printf("%-12s  %-19s  %-40s  %10s  %s\n", "ID", "TIME", "VOLUMES", "NEW", "TAGS");
+        printf("%-12s  %-19s  %-40s  %10s  %-10s  %s\n", "ID", "TIME", "VOLUMES", "NEW", "FLAGS", "TAGS");
         for (size_t i = 0; i < n; i++) {
                 char t[32], s[32], vols[512] = "", tags[512] = "";
                 size_t off = 0;
@@ -77,8 +77,21 @@ int verb_versions(Cli *c, int argc, char **argv, KuraErr *err) {
                         int w = snprintf(tags + off, sizeof tags - off, "%s%s", k ? "," : "", v[i]->tags[k]);
                         off += w > 0 ? (size_t)w : 0;
                 }
-                printf("%.12s  %-19s  %-40s  %10s  %s\n", v[i]->id, cli_fmt_time_local(v[i]->time_ns, t), vols,
-                       cli_fmt_size(v[i]->bytes_new, s), tags);
+                /* bmr: complete for bare-metal recovery; crash: read live, no
+                 * snapshot; verified/VERIFY-FAILED: the last verify-restore. */
+                char flags[64] = "";
+                if (kura_version_is_bmr(v[i], NULL))
+                        strcat(flags, "bmr");
+                if (v[i]->crash_consistent)
+                        strcat(flags, flags[0] ? ",crash" : "crash");
+                json_t *vr = v[i]->extra ? json_object_get((json_t *)v[i]->extra, "verify_restore") : NULL;
+                if (json_is_object(vr)) {
+                        bool ok = json_is_true(json_object_get(vr, "ok"));
+                        strcat(flags, flags[0] ? "," : "");
+                        strcat(flags, ok ? "verified" : "VERIFY-FAILED");
+                }
+                printf("%.12s  %-19s  %-40s  %10s  %-10s  %s\n", v[i]->id, cli_fmt_time_local(v[i]->time_ns, t),
+                       vols, cli_fmt_size(v[i]->bytes_new, s), flags[0] ? flags : "-", tags);
         }
         return 0;
 }

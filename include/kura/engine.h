@@ -15,6 +15,8 @@
 typedef struct KuraBackupSource {
         const char *path;  /* block device or image file */
         const char *name;  /* NULL: base name of path */
+        const char *record_path; /* NULL: path; else recorded (and matched for the parent) instead,
+                                  * e.g. "/dev/vda#p3" for a partition read through a loop device */
 } KuraBackupSource;
 
 typedef struct KuraProgress {
@@ -102,3 +104,54 @@ typedef struct KuraRestoreResult {
 
 int kura_restore_run(KuraRepo *repo, const KuraRestoreOpts *opts, KuraRestoreResult *ret, KuraErr *err);
 void kura_restore_result_clear(KuraRestoreResult *r);
+
+/* ---- whole disks (lib/engine/disks.c) -------------------------------------- */
+
+/* What backing up whole disks adds to a backup: one source per disk's boot
+ * area ("diskN-boot": the bytes before the first partition) and per copied
+ * partition ("diskNpM"; swap and extended containers are recorded, not
+ * copied), and the manifest's "disks" array (docs/format/repository.md). */
+typedef struct KuraDiskBackup {
+        KuraBackupSource *sources;
+        size_t nsources;
+        void *extra_json;           /* json_t* {"disks":[...]} for KuraBackupOpts.extra_json */
+        char **names;               /* owned strings the sources point to */
+        size_t nnames;
+        int *loops;                 /* loop devices made for partitions */
+        size_t nloops;
+} KuraDiskBackup;
+
+/* disks: block devices or image files (first_index: the N of the first "diskN"). */
+int kura_disk_backup_prepare(const char *const *disks, size_t n, unsigned first_index, KuraDiskBackup **ret,
+                             KuraErr *err);
+KuraDiskBackup *kura_disk_backup_free(KuraDiskBackup *d);
+
+/* Does the version carry disk layouts (bare-metal recovery)?  *ret_ndisks. */
+bool kura_version_is_bmr(const KuraVersion *v, size_t *ret_ndisks);
+
+typedef bool (*KuraBmrConfirmFn)(void *userdata, const char *plan);
+
+typedef struct KuraBmrOpts {
+        const char *version;        /* ID, prefix or "latest" */
+        const char *disk_map;       /* "auto" or "disk0=/dev/sdb,disk1=/dev/sdc" (keys: names or source paths) */
+        const char *const *exclude; /* disk names or source paths left out */
+        size_t nexclude;
+        const char *grow;           /* partition volume (e.g. "disk0p3") that takes growth/shrink first */
+        const char *tmpdir;         /* NULL: $TMPDIR or /var/tmp */
+        bool dry_run;               /* plan only */
+        KuraBmrConfirmFn confirm;   /* called with the plan before anything is written; NULL: go on */
+        void *userdata;
+        unsigned threads;
+        KuraJobProgressFn progress;
+        void *progress_userdata;
+} KuraBmrOpts;
+
+typedef struct KuraBmrResult {
+        char *plan;                 /* what was (to be) done, one line per disk and partition */
+        char *report;               /* what happened: boot loader steps, warnings */
+        uint64_t bytes_written;
+        double duration_s;
+} KuraBmrResult;
+
+int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *ret, KuraErr *err);
+void kura_bmr_result_clear(KuraBmrResult *r);

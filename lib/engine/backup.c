@@ -313,7 +313,7 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                 return r;
 
         char rp[PATH_MAX];
-        const char *abs_path = realpath(src->path, rp) ? rp : src->path;
+        const char *abs_path = src->record_path ? src->record_path : realpath(src->path, rp) ? rp : src->path;
         uint32_t cs = j->chunk_size;
         uint64_t nchunks = DIV_ROUND_UP(probe.size, cs);
         KuraVolume *vol = kura_version_add_volume(v, name, abs_path, probe.fs, probe.uuid, probe.label, probe.size, cs);

@@ -23,3 +23,8 @@ int kura_fpcache_load(const char *dir, const char *repo_id, const char *volume_k
 /* Replace the cache atomically.  Errors are not fatal for a backup. */
 int kura_fpcache_save(const char *dir, const char *repo_id, const char *volume_key, uint32_t chunk_size,
                       uint64_t nchunks, const KuraFpEntry *entries);
+
+/* Run a program (PATH lookup, no shell), stdin /dev/null, stdout+stderr
+ * captured (last 4 KiB) into *ret_output (caller frees).  Its exit status,
+ * -ENOENT when it is not installed, or -errno (lib/engine/disks.c). */
+int kura_engine_run(const char *const argv[], char **ret_output);

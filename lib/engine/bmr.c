@@ -1,0 +1,810 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Bare-metal recovery: rebuild whole disks from a version that holds their
+ * layouts ("format and repartition disks").
+ *
+ * Everything is decided before the first byte is written: which target each
+ * disk goes to, that no target is mounted or holds the repository, the new
+ * partition sizes (growing one partition onto a larger disk; shrinking
+ * filesystems that can shrink onto a smaller one, from what the backup
+ * recorded as used), and — when it cannot fit — by how many bytes it misses.
+ * Then, per disk: the partition table (same disk ID, partition GUIDs, types,
+ * names, attributes; GPT backup header at the new end), the MBR boot code and
+ * the gap before the first partition (GRUB's core.img on MBR disks), each
+ * partition restored through its own block device (the kernel's node or a
+ * loop device with an offset), filesystems grown or shrunk, swap re-made with
+ * its UUID, and on a UEFI disk the removable-path loader so that a machine
+ * with empty NVRAM boots it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <linux/fs.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "common/kcommon.h"
+#include "engine-internal.h"
+#include "kura/disk.h"
+#include "kura/engine.h"
+
+#define MIB (1ULL << 20)
+
+typedef struct PartPlan {
+        const KuraPartition *src;
+        const KuraVolume *vol;     /* NULL: not copied (swap, extended) */
+        uint64_t new_start, new_size;
+        uint64_t min_size;         /* smallest it may become */
+        const char *action;        /* "restore", "restore+grow", "shrink", "re-create xfs", "mkswap", "table only" */
+} PartPlan;
+
+typedef struct DiskPlan {
+        char name[32];
+        char src_path[256];
+        const char *target;
+        KuraDiskLayout src;        /* as backed up */
+        KuraDiskLayout dst;        /* as it will be written (parts point into plans' order) */
+        PartPlan *parts;
+        const KuraVolume *boot_vol;
+        uint64_t tgt_size;
+        uint32_t tgt_ss;
+        bool is_blk;
+} DiskPlan;
+
+static void appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void appendf(char **s, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        char *add = NULL;
+        if (vasprintf(&add, fmt, ap) < 0)
+                add = NULL;
+        va_end(ap);
+        if (!add)
+                return;
+        char *n = kura_asprintf("%s%s", *s ? *s : "", add);
+        free(add);
+        if (n) {
+                free(*s);
+                *s = n;
+        }
+}
+
+void kura_bmr_result_clear(KuraBmrResult *r) {
+        if (!r)
+                return;
+        free(r->plan);
+        free(r->report);
+        memset(r, 0, sizeof *r);
+}
+
+static const KuraVolume *find_volume(const KuraVersion *v, const char *name) {
+        for (size_t i = 0; i < v->nvolumes; i++)
+                if (strcmp(v->volumes[i].name, name) == 0)
+                        return &v->volumes[i];
+        return NULL;
+}
+
+static bool fs_is(const char *fs, const char *a) {
+        return strcmp(fs, a) == 0;
+}
+static bool fs_ext(const char *fs) {
+        return fs_is(fs, "ext2") || fs_is(fs, "ext3") || fs_is(fs, "ext4");
+}
+
+/* The bytes a filesystem will need at least, from what the backup read
+ * (everything not recorded as free); generous margins because resize tools
+ * need room for metadata moves. */
+static uint64_t min_size_of(const KuraPartition *p, const KuraVolume *vol) {
+        if (!vol)
+                return strcmp(p->role, "swap") == 0 ? KURA_MIN(p->size, 64 * MIB) : p->size;
+        uint64_t freeb = vol->chunks_free * (uint64_t) vol->chunk_size;
+        uint64_t used = vol->size > freeb ? vol->size - freeb : 0;
+        uint64_t m;
+        if (fs_ext(p->fs))
+                m = used + used / 10 + 32 * MIB;
+        else if (fs_is(p->fs, "btrfs"))
+                m = KURA_MAX(used + used / 4 + 96 * MIB, 128 * MIB);
+        else if (fs_is(p->fs, "xfs"))
+                m = KURA_MAX(used + used / 5 + 64 * MIB, 300 * MIB);
+        else
+                return p->size; /* vfat, raw, LVM, LUKS...: kept whole */
+        m = DIV_ROUND_UP(m, MIB) * MIB;
+        return KURA_MIN(m, p->size);
+}
+
+/* One past the last byte a partition may use on a disk of this size. */
+static uint64_t avail_end(const char *label, uint64_t size, uint32_t ss) {
+        uint64_t end = size;
+        if (strcmp(label, "gpt") == 0)
+                end -= ss + DIV_ROUND_UP(128 * 128, ss) * ss; /* backup entries + header */
+        return end / MIB * MIB;
+}
+
+static int target_probe(const char *path, uint64_t *ret_size, uint32_t *ret_ss, bool *ret_blk, KuraErr *err) {
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return kura_err_errno(err, -errno, KURA_E_TARGET_NOT_FOUND,
+                                      "check the target disk's name (lsblk); an image file must exist with its size",
+                                      "target disk %s", path);
+        *ret_blk = S_ISBLK(st.st_mode);
+        *ret_ss = 512;
+        if (S_ISREG(st.st_mode)) {
+                *ret_size = (uint64_t) st.st_size;
+                return 0;
+        }
+        if (!S_ISBLK(st.st_mode))
+                return kura_err(err, EINVAL, KURA_E_TARGET_NOT_FOUND, "name a whole disk such as /dev/sdb",
+                                "target %s is neither a block device nor an image file", path);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int ss = 0;
+        if (fd < 0 || ioctl(fd, BLKGETSIZE64, ret_size) < 0 || ioctl(fd, BLKSSZGET, &ss) < 0)
+                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "run as root", "cannot open target disk %s",
+                                      path);
+        *ret_ss = (uint32_t) ss;
+        /* A partition is not a disk. */
+        char sys[96];
+        snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u/partition", major(st.st_rdev), minor(st.st_rdev));
+        if (access(sys, F_OK) == 0)
+                return kura_err(err, EINVAL, KURA_E_USAGE, "name the whole disk (e.g. /dev/sdb, not /dev/sdb1)",
+                                "target %s is a partition", path);
+        return 0;
+}
+
+/* Refuse a target that is mounted (itself, a partition, a loop device over
+ * the image file), used by device-mapper (LVM, LUKS), or holds the
+ * repository. */
+static int target_check_free(const char *path, const char *repo_path, KuraErr *err) {
+        KuraVolumeProbe p = {0};
+        if (kura_mount_state(path, &p) == 0 && p.mounted)
+                return kura_err(err, EBUSY, KURA_E_TARGET_MOUNTED,
+                                "unmount it first; never restore over the running system (boot the rescue image)",
+                                "target disk %s is mounted (at %s)", path, p.mountpoint[0] ? p.mountpoint : "?");
+        struct stat st, rs;
+        if (stat(path, &st) < 0)
+                return 0;
+        if (S_ISBLK(st.st_mode)) {
+                char dir[64];
+                snprintf(dir, sizeof dir, "/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+                DIR *d = opendir(dir);
+                struct dirent *de;
+                bool busy = false;
+                char who[256] = "";
+                while (d && !busy && (de = readdir(d))) {
+                        if (de->d_name[0] == '.')
+                                continue;
+                        _cleanup_free_ char *h = kura_asprintf("%s/%s/holders", dir, de->d_name);
+                        if (strcmp(de->d_name, "holders") == 0)
+                                h = (free(h), kura_asprintf("%s/holders", dir));
+                        DIR *hd = h ? opendir(h) : NULL;
+                        struct dirent *he;
+                        while (hd && (he = readdir(hd)))
+                                if (he->d_name[0] != '.') {
+                                        busy = true;
+                                        snprintf(who, sizeof who, "%s", he->d_name);
+                                        break;
+                                }
+                        if (hd)
+                                closedir(hd);
+                }
+                if (d)
+                        closedir(d);
+                if (busy)
+                        return kura_err(err, EBUSY, KURA_E_TARGET_MOUNTED,
+                                        "deactivate it first (vgchange -an, cryptsetup close)",
+                                        "target disk %s is in use by device-mapper (%s)", path, who);
+                if (repo_path && stat(repo_path, &rs) == 0) {
+                        unsigned pma = major(rs.st_dev), pmi = minor(rs.st_dev);
+                        char pdir[96], real[PATH_MAX], rdisk[PATH_MAX];
+                        snprintf(pdir, sizeof pdir, "/sys/dev/block/%u:%u", pma, pmi);
+                        if (realpath(pdir, real) && realpath(dir, rdisk) &&
+                            (strcmp(real, rdisk) == 0 ||
+                             (strncmp(real, rdisk, strlen(rdisk)) == 0 && real[strlen(rdisk)] == '/')))
+                                return kura_err(err, EBUSY, KURA_E_TARGET_MOUNTED,
+                                                "put the repository on another disk or a share",
+                                                "target disk %s holds the repository %s", path, repo_path);
+                }
+        }
+        return 0;
+}
+
+/* ---- planning -------------------------------------------------------------- */
+
+static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraErr *err) {
+        const KuraDiskLayout *s = &d->src;
+        size_t n = s->nparts;
+        d->parts = calloc(n ? n : 1, sizeof *d->parts);
+        d->dst = *s;
+        d->dst.parts = calloc(n ? n : 1, sizeof *d->dst.parts);
+        if (!d->parts || !d->dst.parts)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        memcpy(d->dst.parts, s->parts, n * sizeof *s->parts);
+        d->dst.size = d->tgt_size;
+        d->dst.sector_size = d->tgt_ss;
+
+        for (size_t i = 0; i < n; i++) {
+                PartPlan *pp = &d->parts[i];
+                pp->src = &s->parts[i];
+                char vn[48];
+                snprintf(vn, sizeof vn, "%sp%u", d->name, pp->src->number);
+                pp->vol = find_volume(v, vn);
+                pp->new_start = pp->src->start;
+                pp->new_size = pp->src->size;
+                pp->min_size = min_size_of(pp->src, pp->vol);
+                if (pp->src->start % d->tgt_ss || pp->src->size % d->tgt_ss)
+                        return kura_err(err, EINVAL, KURA_E_DISK_LAYOUT,
+                                        "restore onto a disk with the original sector size",
+                                        "%s partition %u (byte %" PRIu64 ") is not aligned to the target's %u-byte "
+                                        "sectors",
+                                        d->name, pp->src->number, pp->src->start, d->tgt_ss);
+        }
+        /* The partition that takes the difference: --grow, else the last one. */
+        ssize_t g = n ? (ssize_t) n - 1 : -1;
+        if (grow) {
+                g = -1;
+                for (size_t i = 0; i < n; i++) {
+                        char vn[48];
+                        snprintf(vn, sizeof vn, "%sp%u", d->name, s->parts[i].number);
+                        if (strcmp(vn, grow) == 0)
+                                g = (ssize_t) i;
+                }
+                bool ours = strncmp(grow, d->name, strlen(d->name)) == 0 && grow[strlen(d->name)] == 'p';
+                if (g < 0 && ours)
+                        return kura_err(err, ENOENT, KURA_E_VOLUME_NOT_FOUND, "'kura versions' lists the partitions",
+                                        "--grow %s: %s has no such partition", grow, d->name);
+                if (g < 0)
+                        g = n ? (ssize_t) n - 1 : -1;
+        }
+        uint64_t src_end = n ? s->parts[n - 1].start + s->parts[n - 1].size : 0;
+        uint64_t src_avail = avail_end(s->label, s->size, s->sector_size);
+        uint64_t tgt_avail = avail_end(s->label, d->tgt_size, d->tgt_ss);
+        bool same = d->tgt_size == s->size && d->tgt_ss == s->sector_size;
+        if (n == 0 || same)
+                goto done;
+        if (tgt_avail > src_avail && src_end <= src_avail) {
+                /* Larger: partition g grows, the ones after it move. */
+                uint64_t delta = tgt_avail - src_avail;
+                d->parts[g].new_size += delta;
+                for (size_t i = (size_t) g + 1; i < n; i++)
+                        d->parts[i].new_start += delta;
+        } else if (src_end > tgt_avail) {
+                /* Smaller: shrink g first, then the others from the last. */
+                uint64_t deficit = src_end - tgt_avail;
+                size_t order[4096];
+                size_t no = 0;
+                order[no++] = (size_t) g;
+                for (size_t i = n; i-- > 0 && no < ELEMENTSOF(order);)
+                        if (i != (size_t) g)
+                                order[no++] = i;
+                for (size_t k = 0; k < no && deficit; k++) {
+                        PartPlan *pp = &d->parts[order[k]];
+                        uint64_t room = pp->new_size > pp->min_size ? pp->new_size - pp->min_size : 0;
+                        room = room / MIB * MIB;
+                        uint64_t take = KURA_MIN(room, DIV_ROUND_UP(deficit, MIB) * MIB);
+                        pp->new_size -= take;
+                        deficit = take >= deficit ? 0 : deficit - take;
+                }
+                if (deficit)
+                        return kura_err(err, ENOSPC, KURA_E_TARGET_TOO_SMALL,
+                                        "use a disk at least that much larger, or leave a disk out with --exclude-disk",
+                                        "target %s (%" PRIu64 " bytes) is %" PRIu64 " bytes too small for %s: its "
+                                        "data needs at least %" PRIu64 " bytes",
+                                        d->target, d->tgt_size, deficit, d->name, d->tgt_size + deficit);
+                /* Re-place them one after another, keeping the original gaps. */
+                uint64_t shift = 0;
+                for (size_t i = 0; i < n; i++) {
+                        PartPlan *pp = &d->parts[i];
+                        pp->new_start = pp->src->start - shift;
+                        shift += pp->src->size - pp->new_size;
+                }
+        }
+done:
+        for (size_t i = 0; i < n; i++) {
+                PartPlan *pp = &d->parts[i];
+                d->dst.parts[i].start = pp->new_start;
+                d->dst.parts[i].size = pp->new_size;
+                bool swap = strcmp(pp->src->role, "swap") == 0;
+                if (!pp->vol)
+                        pp->action = swap ? "mkswap" : "table only";
+                else if (pp->new_size == pp->src->size)
+                        pp->action = "restore";
+                else if (pp->new_size > pp->src->size)
+                        pp->action = "restore+grow";
+                else if (fs_is(pp->src->fs, "xfs"))
+                        pp->action = "re-create xfs and copy files";
+                else
+                        pp->action = "shrink";
+        }
+        if (n && d->dst.parts[n - 1].start + d->dst.parts[n - 1].size > tgt_avail &&
+            d->dst.parts[n - 1].start + d->dst.parts[n - 1].size > avail_end(s->label, d->tgt_size, d->tgt_ss) + MIB)
+                return kura_err(err, EINVAL, KURA_E_INTERNAL, "report this", "layout planning overran %s", d->target);
+        d->dst.last_usable = 0; /* libfdisk computes it for the target */
+        return 0;
+}
+
+/* ---- the disk map ---------------------------------------------------------- */
+
+static bool excluded(const KuraBmrOpts *o, const char *name, const char *path) {
+        for (size_t i = 0; i < o->nexclude; i++)
+                if (strcmp(o->exclude[i], name) == 0 || strcmp(o->exclude[i], path) == 0)
+                        return true;
+        return false;
+}
+
+/* Auto: the disks in /sys/block that are empty (no partition table, no
+ * signature), not mounted, not the repository's, large enough; in name
+ * order. */
+static int auto_candidates(char ***ret, size_t *ret_n) {
+        *ret = NULL;
+        *ret_n = 0;
+        DIR *d = opendir("/sys/block");
+        if (!d)
+                return -errno;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                const char *nm = de->d_name;
+                if (nm[0] == '.' || !strncmp(nm, "loop", 4) || !strncmp(nm, "ram", 3) || !strncmp(nm, "zram", 4) ||
+                    !strncmp(nm, "sr", 2) || !strncmp(nm, "dm-", 3) || !strncmp(nm, "md", 2) ||
+                    !strncmp(nm, "fd", 2))
+                        continue;
+                char *dev = kura_asprintf("/dev/%s", nm);
+                char **n = dev ? realloc(*ret, (*ret_n + 1) * sizeof *n) : NULL;
+                if (!n) {
+                        free(dev);
+                        break;
+                }
+                *ret = n;
+                (*ret)[(*ret_n)++] = dev;
+        }
+        closedir(d);
+        for (size_t i = 0; i + 1 < *ret_n; i++)
+                for (size_t k = i + 1; k < *ret_n; k++)
+                        if (strcmp((*ret)[k], (*ret)[i]) < 0) {
+                                char *t = (*ret)[i];
+                                (*ret)[i] = (*ret)[k];
+                                (*ret)[k] = t;
+                        }
+        return 0;
+}
+
+static bool disk_is_empty(const char *dev) {
+        KuraVolumeProbe p;
+        if (kura_volume_probe(dev, &p, NULL) < 0 || p.mounted || p.fs[0])
+                return false;
+        KuraDiskLayout l;
+        if (kura_disk_layout_read(dev, 0, &l, NULL) == 0) {
+                kura_disk_layout_clear(&l);
+                return false;
+        }
+        return true;
+}
+
+/* ---- executing ------------------------------------------------------------- */
+
+static int run_tool(const char *const argv[], const char *what, KuraErr *err) {
+        _cleanup_free_ char *out = NULL;
+        int r = kura_engine_run(argv, &out);
+        if (r == -ENOENT)
+                return kura_err(err, ENOENT, KURA_E_TOOL_MISSING, "install it (scripts/setup.sh, or the rescue image)",
+                                "%s: the program %s is not installed", what, argv[0]);
+        if (r != 0) {
+                char *last = out ? out : (char *) "";
+                size_t l = strlen(last);
+                while (l && last[l - 1] == '\n')
+                        last[--l] = 0;
+                char *nl = strrchr(last, '\n');
+                return kura_err(err, EIO, KURA_E_FS_RESIZE, "read the tool's message; fix the cause and run kura bmr "
+                                "again",
+                                "%s: %s exited with %d: %s", what, argv[0], r, nl ? nl + 1 : last);
+        }
+        return 0;
+}
+
+static int restore_volume(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const char *vol,
+                          const char *target, uint64_t *written, KuraErr *err) {
+        KuraRestoreOpts ro = {.version = v->id,
+                              .volume = vol,
+                              .target = target,
+                              .threads = o->threads,
+                              .progress = o->progress,
+                              .userdata = o->progress_userdata};
+        KuraRestoreResult res = {0};
+        int r = kura_restore_run(repo, &ro, &res, err);
+        if (r >= 0)
+                *written += res.bytes_written;
+        kura_restore_result_clear(&res);
+        return r;
+}
+
+static const char *tmpdir_of(const KuraBmrOpts *o) {
+        if (o->tmpdir)
+                return o->tmpdir;
+        const char *t = getenv("TMPDIR");
+        return t && *t ? t : "/var/tmp";
+}
+
+/* The boot area of the backup, read back into memory (at most 16 MiB). */
+static int load_boot_area(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const DiskPlan *d,
+                          uint8_t **ret, KuraErr *err) {
+        *ret = NULL;
+        if (!d->boot_vol)
+                return 0;
+        _cleanup_free_ char *tmp = kura_asprintf("%s/kura-bmr-boot.XXXXXX", tmpdir_of(o));
+        if (!tmp)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        int fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
+                                      "cannot create a temporary file in %s", tmpdir_of(o));
+        uint64_t w = 0;
+        int r = restore_volume(repo, o, v, d->boot_vol->name, tmp, &w, err);
+        uint8_t *buf = r >= 0 ? calloc(1, d->boot_vol->size) : NULL;
+        if (r >= 0 && !buf)
+                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        if (r >= 0 && pread(fd, buf, d->boot_vol->size, 0) != (ssize_t) d->boot_vol->size)
+                r = kura_err_errno(err, -EIO, KURA_E_TARGET_IO, "", "cannot read back the boot area of %s", d->name);
+        close(fd);
+        unlink(tmp);
+        if (r < 0) {
+                free(buf);
+                return r;
+        }
+        *ret = buf;
+        return 0;
+}
+
+/* An ESP on a machine whose NVRAM is empty is booted through the removable
+ * path \EFI\BOOT\BOOTX64.EFI only; make sure it is there, copied from the
+ * system's own (signed) loader chain: shim first, else GRUB. */
+static int esp_fallback(const char *dev, char **report, KuraErr *err) {
+        const char *probe[] = {"mdir", "-i", dev, "::/EFI/BOOT/BOOTX64.EFI", NULL};
+        _cleanup_free_ char *out = NULL;
+        int r = kura_engine_run(probe, &out);
+        if (r == -ENOENT) {
+                appendf(report, "  ESP %s: mtools is not installed, the removable-path loader was not checked\n", dev);
+                return 0;
+        }
+        if (r == 0) {
+                appendf(report, "  ESP: \\EFI\\BOOT\\BOOTX64.EFI present\n");
+                return 0;
+        }
+        /* Find \EFI\<vendor>\shimx64.efi or grubx64.efi. */
+        const char *ls[] = {"mdir", "-b", "-/", "-i", dev, "::/EFI", NULL};
+        free(out);
+        out = NULL;
+        if (kura_engine_run(ls, &out) != 0 || !out) {
+                appendf(report, "  ESP: no \\EFI directory; nothing to boot on an empty NVRAM\n");
+                return 0;
+        }
+        char shim[256] = "", grub[256] = "", mm[256] = "";
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+                const char *b = strrchr(line, '/');
+                b = b ? b + 1 : line;
+                if (!strcasecmp(b, "shimx64.efi") && !shim[0] && !strcasestr(line, "/EFI/BOOT/"))
+                        snprintf(shim, sizeof shim, "%s", line);
+                else if (!strcasecmp(b, "grubx64.efi") && !grub[0] && !strcasestr(line, "/EFI/BOOT/"))
+                        snprintf(grub, sizeof grub, "%s", line);
+                else if (!strcasecmp(b, "mmx64.efi") && !mm[0])
+                        snprintf(mm, sizeof mm, "%s", line);
+        }
+        const char *loader = shim[0] ? shim : grub;
+        if (!loader[0]) {
+                appendf(report, "  ESP: no shimx64.efi or grubx64.efi found to use as \\EFI\\BOOT\\BOOTX64.EFI\n");
+                return 0;
+        }
+        const char *md[] = {"mmd", "-D", "s", "-i", dev, "::/EFI/BOOT", NULL};
+        (void) kura_engine_run(md, NULL);
+        _cleanup_free_ char *tmp = kura_asprintf("/tmp/kura-esp.%d", (int) getpid());
+        const char *pairs[3][2] = {{loader, "::/EFI/BOOT/BOOTX64.EFI"}, {NULL, NULL}, {NULL, NULL}};
+        _cleanup_free_ char *g2 = NULL;
+        if (shim[0] && grub[0])
+                pairs[1][0] = grub, pairs[1][1] = "::/EFI/BOOT/grubx64.efi";
+        if (shim[0] && mm[0])
+                pairs[2][0] = mm, pairs[2][1] = "::/EFI/BOOT/mmx64.efi";
+        for (int i = 0; i < 3; i++) {
+                if (!pairs[i][0])
+                        continue;
+                _cleanup_free_ char *srcp = kura_asprintf("::%s", pairs[i][0]);
+                const char *get[] = {"mcopy", "-o", "-i", dev, srcp, tmp, NULL};
+                const char *put[] = {"mcopy", "-o", "-i", dev, tmp, pairs[i][1], NULL};
+                int r1 = run_tool(get, "copying the UEFI loader", err);
+                if (r1 >= 0)
+                        r1 = run_tool(put, "copying the UEFI loader", err);
+                unlink(tmp);
+                if (r1 < 0)
+                        return r1;
+        }
+        appendf(report, "  ESP: copied %s to \\EFI\\BOOT\\BOOTX64.EFI (removable path, for an empty NVRAM)%s\n", loader,
+                shim[0] ? " with grubx64.efi beside it (signed chain kept)" : "");
+        return 0;
+}
+
+static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, DiskPlan *d, PartPlan *pp,
+                             const char *dev, KuraBmrResult *res, KuraErr *err) {
+        const char *tmpd = tmpdir_of(o);
+        if (!pp->vol) {
+                if (strcmp(pp->src->role, "swap") != 0)
+                        return 0;
+                const char *argv[8] = {"mkswap", "-f"};
+                int a = 2;
+                if (pp->src->fs_uuid[0])
+                        argv[a++] = "-U", argv[a++] = pp->src->fs_uuid;
+                if (pp->src->fs_label[0])
+                        argv[a++] = "-L", argv[a++] = pp->src->fs_label;
+                argv[a++] = dev;
+                argv[a] = NULL;
+                return run_tool(argv, "re-making swap", err);
+        }
+        if (pp->new_size >= pp->src->size) {
+                int r = restore_volume(repo, o, v, pp->vol->name, dev, &res->bytes_written, err);
+                if (r < 0 || pp->new_size == pp->src->size)
+                        return r;
+                r = kura_fs_grow(dev, pp->src->fs, tmpd, err);
+                if (r == -ENOTSUP)
+                        return 0;
+                return r;
+        }
+        /* Smaller: restore into a sparse scratch file, then shrink onto dev. */
+        _cleanup_free_ char *tmp = kura_asprintf("%s/kura-bmr-%s.XXXXXX", tmpd, pp->vol->name);
+        if (!tmp)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        int fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "give --tmpdir a writable directory with room "
+                                      "for the used data",
+                                      "cannot create a scratch file in %s", tmpd);
+        close(fd);
+        int r = restore_volume(repo, o, v, pp->vol->name, tmp, &res->bytes_written, err);
+        if (r >= 0)
+                r = kura_fs_shrink_onto(tmp, pp->src->fs, dev, tmpd, err);
+        unlink(tmp);
+        return r;
+}
+
+static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, DiskPlan *d, KuraBmrResult *res,
+                    KuraErr *err) {
+        _cleanup_free_ uint8_t *boot = NULL;
+        int r = load_boot_area(repo, o, v, d, &boot, err);
+        if (r < 0)
+                return r;
+        r = kura_disk_layout_write(d->target, d->tgt_ss, &d->dst, boot && d->boot_vol->size >= 440 ? boot : NULL, err);
+        if (r < 0)
+                return r;
+        /* The gap after the table and before the first partition (GRUB's
+         * core.img on an MBR disk) goes back raw when the sectors are the
+         * same size; else its LBAs would be wrong anyway. */
+        if (boot && d->tgt_ss == d->src.sector_size && d->src.table_end < d->boot_vol->size) {
+                uint64_t end = d->boot_vol->size;
+                if (d->src.nparts && d->dst.parts[0].start < end)
+                        end = d->dst.parts[0].start;
+                if (end > d->src.table_end) {
+                        _cleanup_close_ int fd = open(d->target, O_WRONLY | O_CLOEXEC);
+                        size_t len = (size_t) (end - d->src.table_end);
+                        if (fd < 0 || pwrite(fd, boot + d->src.table_end, len, (off_t) d->src.table_end) !=
+                                              (ssize_t) len ||
+                            fsync(fd) < 0)
+                                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "",
+                                                      "cannot write the boot area of %s", d->target);
+                        appendf(&res->report, "  %s: boot code and %zu bytes before the first partition written\n",
+                                d->target, len);
+                }
+        }
+        for (size_t i = 0; i < d->src.nparts; i++) {
+                PartPlan *pp = &d->parts[i];
+                if (!pp->vol && strcmp(pp->src->role, "swap") != 0)
+                        continue;
+                char *dev = NULL;
+                int loop = -1;
+                r = kura_partdev_attach(d->target, pp->new_start, pp->new_size, true, &dev, &loop, err);
+                if (r < 0)
+                        return r;
+                r = restore_partition(repo, o, v, d, pp, dev, res, err);
+                if (r >= 0 && strcmp(pp->src->role, "esp") == 0 && fs_is(pp->src->fs, "vfat"))
+                        r = esp_fallback(dev, &res->report, err);
+                free(dev);
+                kura_partdev_release(loop);
+                if (r < 0)
+                        return r;
+                appendf(&res->report, "  %sp%u: %s done\n", d->name, pp->src->number, pp->action);
+        }
+        return 0;
+}
+
+int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraErr *err) {
+        memset(res, 0, sizeof *res);
+        double t0 = kura_mono();
+        KuraVersion *v = NULL;
+        int r = kura_version_find(repo, o->version ? o->version : "latest", &v, err);
+        if (r < 0)
+                return r;
+        json_t *disks = v->extra ? json_object_get(v->extra, "disks") : NULL;
+        size_t nd = json_is_array(disks) ? json_array_size(disks) : 0;
+        DiskPlan *plans = NULL;
+        char **cands = NULL;
+        size_t ncands = 0;
+        if (nd == 0) {
+                r = kura_err(err, EINVAL, KURA_E_NOT_BMR_COMPLETE,
+                             "pick a version that 'kura versions' marks bmr, or restore volumes with 'kura restore'",
+                             "version %.12s holds no disk layouts (made with --volume only)", v->id);
+                goto out;
+        }
+        plans = calloc(nd, sizeof *plans);
+        if (!plans) {
+                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                goto out;
+        }
+        const char *map = o->disk_map ? o->disk_map : "auto";
+        bool automap = strcmp(map, "auto") == 0;
+        if (automap)
+                (void) auto_candidates(&cands, &ncands);
+        size_t nplans = 0;
+        for (size_t i = 0; i < nd; i++) {
+                json_t *dj = json_array_get(disks, i);
+                DiskPlan *d = &plans[nplans];
+                const char *nm = json_string_value(json_object_get(dj, "name"));
+                const char *sp = json_string_value(json_object_get(dj, "path"));
+                const char *bv = json_string_value(json_object_get(dj, "boot_volume"));
+                if (!nm || !sp) {
+                        r = kura_err(err, EBADMSG, KURA_E_DAMAGED, "run 'kura check'",
+                                     "version %.12s: disk %zu has no name or path", v->id, i);
+                        goto out;
+                }
+                if (excluded(o, nm, sp))
+                        continue;
+                snprintf(d->name, sizeof d->name, "%s", nm);
+                snprintf(d->src_path, sizeof d->src_path, "%s", sp);
+                r = kura_disk_layout_from_json(dj, &d->src, err);
+                if (r < 0)
+                        goto out;
+                nplans++;
+                d->boot_vol = bv ? find_volume(v, bv) : NULL;
+        }
+        if (nplans == 0) {
+                r = kura_err(err, EINVAL, KURA_E_DISK_NOT_MAPPED, "leave fewer disks out", "every disk was excluded");
+                goto out;
+        }
+        /* Every map entry must name a disk of the version. */
+        if (!automap) {
+                _cleanup_free_ char *m = strdup(map);
+                if (!m) {
+                        r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                        goto out;
+                }
+                char *save = NULL;
+                for (char *tok = strtok_r(m, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                        char *eq = strchr(tok, '=');
+                        if (!eq || eq == tok || !eq[1]) {
+                                r = kura_err(err, EINVAL, KURA_E_USAGE, "write --disk-map disk0=/dev/sdb,disk1=/dev/sdc",
+                                             "--disk-map entry '%s' is not SRC=DST", tok);
+                                goto out;
+                        }
+                        *eq = 0;
+                        bool found = false;
+                        for (size_t i = 0; i < nplans; i++)
+                                if (strcmp(plans[i].name, tok) == 0 || strcmp(plans[i].src_path, tok) == 0) {
+                                        plans[i].target = map + (eq + 1 - m);
+                                        found = true;
+                                }
+                        if (!found) {
+                                r = kura_err(err, ENOENT, KURA_E_DISK_NOT_MAPPED,
+                                             "'kura versions --json' lists the version's disks (disk0, disk1...)",
+                                             "--disk-map names '%s', which is no disk of version %.12s (or was excluded)",
+                                             tok, v->id);
+                                goto out;
+                        }
+                }
+        }
+        /* Targets: each mapped, distinct, free, large enough. */
+        for (size_t i = 0; i < nplans; i++) {
+                DiskPlan *d = &plans[i];
+                if (automap) {
+                        for (size_t c = 0; c < ncands && !d->target; c++) {
+                                if (!cands[c] || !disk_is_empty(cands[c]))
+                                        continue;
+                                uint64_t sz;
+                                uint32_t ss;
+                                bool blk;
+                                if (target_probe(cands[c], &sz, &ss, &blk, NULL) < 0 ||
+                                    target_check_free(cands[c], kura_repo_path(repo), NULL) < 0)
+                                        continue;
+                                uint64_t need = 0;
+                                for (size_t k = 0; k < d->src.nparts; k++) {
+                                        char vn[48];
+                                        snprintf(vn, sizeof vn, "%sp%u", d->name, d->src.parts[k].number);
+                                        need += min_size_of(&d->src.parts[k], find_volume(v, vn));
+                                }
+                                if (sz < need)
+                                        continue;
+                                d->target = cands[c];
+                                cands[c] = NULL; /* taken (freed with plans) */
+                        }
+                        if (!d->target) {
+                                r = kura_err(err, ENOENT, KURA_E_DISK_NOT_MAPPED,
+                                             "attach an empty disk large enough, or give --disk-map",
+                                             "--disk-map auto found no empty, unmounted disk for %s (%s, %" PRIu64
+                                             " bytes)",
+                                             d->name, d->src_path, d->src.size);
+                                goto out;
+                        }
+                } else if (!d->target) {
+                        r = kura_err(err, ENOENT, KURA_E_DISK_NOT_MAPPED,
+                                     "add it to --disk-map or leave it out with --exclude-disk",
+                                     "%s (%s, %" PRIu64 " bytes) has no target in --disk-map", d->name, d->src_path,
+                                     d->src.size);
+                        goto out;
+                }
+                for (size_t k = 0; k < i; k++)
+                        if (strcmp(plans[k].target, d->target) == 0) {
+                                r = kura_err(err, EINVAL, KURA_E_USAGE, "map every disk to its own target",
+                                             "%s and %s both map to %s", plans[k].name, d->name, d->target);
+                                goto out;
+                        }
+                r = target_probe(d->target, &d->tgt_size, &d->tgt_ss, &d->is_blk, err);
+                if (r < 0)
+                        goto out;
+                r = target_check_free(d->target, kura_repo_path(repo), err);
+                if (r < 0)
+                        goto out;
+                r = plan_disk(d, v, o->grow, err);
+                if (r < 0)
+                        goto out;
+        }
+        /* The plan, for the person at the console. */
+        for (size_t i = 0; i < nplans; i++) {
+                DiskPlan *d = &plans[i];
+                char a[32], b[32];
+                kura_format_bytes(d->src.size, a, sizeof a);
+                kura_format_bytes(d->tgt_size, b, sizeof b);
+                appendf(&res->plan, "%s (%s, %s, %s, %u-byte sectors) -> %s (%s, %u-byte sectors): ERASED and "
+                        "repartitioned\n",
+                        d->name, d->src_path, a, d->src.label, d->src.sector_size, d->target, b, d->tgt_ss);
+                for (size_t k = 0; k < d->src.nparts; k++) {
+                        PartPlan *pp = &d->parts[k];
+                        kura_format_bytes(pp->src->size, a, sizeof a);
+                        kura_format_bytes(pp->new_size, b, sizeof b);
+                        appendf(&res->plan, "  %sp%u %-9s %-6s %s -> %s at byte %" PRIu64 ": %s\n", d->name,
+                                pp->src->number, pp->src->role, pp->src->fs[0] ? pp->src->fs : "-", a, b,
+                                pp->new_start, pp->action);
+                }
+        }
+        if (o->dry_run) {
+                r = 0;
+                goto out;
+        }
+        if (o->confirm && !o->confirm(o->userdata, res->plan)) {
+                r = kura_err(err, ECANCELED, KURA_E_NOT_CONFIRMED, "run again with --yes after reading the plan",
+                             "bare-metal restore not confirmed; nothing was written");
+                goto out;
+        }
+        for (size_t i = 0; i < nplans; i++) {
+                appendf(&res->report, "%s -> %s\n", plans[i].name, plans[i].target);
+                r = run_disk(repo, o, v, &plans[i], res, err);
+                if (r < 0)
+                        goto out;
+        }
+        sync();
+        r = 0;
+out:
+        res->duration_s = kura_mono() - t0;
+        if (plans)
+                for (size_t i = 0; i < nd; i++) {
+                        kura_disk_layout_clear(&plans[i].src);
+                        free(plans[i].dst.parts);
+                        free(plans[i].parts);
+                        if (automap && plans[i].target)
+                                free((char *) plans[i].target);
+                }
+        free(plans);
+        for (size_t c = 0; c < ncands; c++)
+                free(cands[c]);
+        free(cands);
+        kura_version_free(v);
+        return r;
+}
