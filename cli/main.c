@@ -24,6 +24,7 @@ static const char main_help[] = "Usage: kura [--repo DIR] [--json] [--password-f
                                 "  backup            back up volumes (block devices or image files) as a new version\n"
                                 "  versions          list the versions (recovery points)\n"
                                 "  restore           restore a volume of a version to a device or file\n"
+                                "  bmr               bare-metal recovery: rebuild whole disks from a version\n"
                                 "  check             verify the repository (--read-data: every byte)\n"
                                 "  forget            delete versions (--prune: and free their space)\n"
                                 "  prune             delete data no version uses\n"
@@ -33,6 +34,8 @@ static const char main_help[] = "Usage: kura [--repo DIR] [--json] [--password-f
                                 "  providers         list the snapshot providers\n"
                                 "  shadows           list, create or delete persistent snapshots\n"
                                 "  shadowstorage     show the snapshot (shadow) storage of volumes\n"
+                                "  rescue build      make the rescue (recovery) ISO for bare-metal restores\n"
+                                "  critical          show the critical volumes of a system (bare-metal recovery)\n"
                                 "\n"
                                 "Global options (also accepted after the command):\n"
                                 "  --repo DIR            the repository (default: $KURA_REPO)\n"
@@ -44,6 +47,14 @@ static const char main_help[] = "Usage: kura [--repo DIR] [--json] [--password-f
                                 "KURA_STATE_DIR, KURA_CACHE_DIR, KURA_DEBUG.\n"
                                 "Exit status: 0 ok, 1 error, 2 usage, 3 damage found, 4 authentication, 5 locked,\n"
                                 "130 interrupted.  'kura COMMAND --help' shows a command's options; see kura(1).\n";
+
+/* verb-critical.c (declared here: cli.h belongs to the CLI's owner) */
+extern const char verb_critical_help[];
+int verb_critical(Cli *c, int argc, char **argv, KuraErr *err);
+
+/* verb-rescue.c (declared here: cli.h belongs to the CLI's owner) */
+extern const char verb_rescue_help[];
+int verb_rescue(Cli *c, int argc, char **argv, KuraErr *err);
 
 typedef struct Verb {
         const char *name;
@@ -61,6 +72,9 @@ static const Verb verbs[] = {
         {"providers", verb_providers, verb_providers_help},
         {"shadows", verb_shadows, verb_shadows_help},
         {"shadowstorage", verb_shadowstorage, verb_shadowstorage_help},
+        {"rescue", verb_rescue, verb_rescue_help},
+        {"critical", verb_critical, verb_critical_help},
+        {"bmr", verb_bmr, verb_bmr_help},
 };
 
 static const Verb *find_verb(const char *name) {

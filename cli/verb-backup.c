@@ -60,7 +60,8 @@ static int critical_disks(const char *root, const char ***disks, size_t *ndisks,
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n && r >= 0; i++) {
-                if (cr[i].stack && !strcmp(cr[i].stack, "md")) {
+                if ((cr[i].stack && strstr(cr[i].stack, "md")) ||
+                    (cr[i].consistency && !strncmp(cr[i].consistency, "unsupported:", 12))) {
                         r = kura_err(err, ENOTSUP, KURA_E_DISK_LAYOUT,
                                      "back the array's volumes up with --volume; MD RAID bare-metal recovery is not "
                                      "supported yet",

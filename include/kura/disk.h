@@ -29,6 +29,10 @@ typedef struct KuraPartition {
         char fs_uuid[64];
         char fs_label[256];
         char role[16];            /* "esp", "bios-boot", "swap", "lvm", "luks", "raid", "extended", "data" */
+        uint64_t fs_used;         /* bytes in use by ext2/3/4, xfs or btrfs, from its superblock (0: unknown) */
+        uint32_t fs_block;        /* the filesystem's smallest I/O unit: ext block, xfs sector, btrfs sector,
+                                   * FAT sector (bytes; 0: unknown).  Below a target's logical sector size
+                                   * the filesystem cannot be used there raw: bmr re-creates it. */
 } KuraPartition;
 
 typedef struct KuraDiskLayout {

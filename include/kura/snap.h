@@ -93,6 +93,16 @@ typedef struct KuraProviderInfo {
 
 int kura_providers_list(KuraProviderInfo **ret, size_t *ret_n);
 
+/* The provider `--snapshot auto` would choose for volume (a block device or
+ * an image file) as it is now, by the coordinator's rule: the first available
+ * provider whose supports() says yes, never "fsfreeze" (only when named), and
+ * "none" only when the volume is not mounted read-write.  Returns 1 with
+ * *ret_name set (a static string: "lvm-thin", "lvm", "reflink", "none"), 0
+ * when no provider would take it (why: each provider's reason, "; "
+ * separated), or a negative errno (the volume cannot be probed; err filled).
+ * (lib/snap/provider-pick.c) */
+int kura_provider_pick_auto(const char *volume, const char **ret_name, char *why, size_t n, KuraErr *err);
+
 typedef struct KuraShadowStorage {
         char volume[4096];
         char provider[32];

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -107,11 +108,14 @@ static uint64_t min_size_of(const KuraPartition *p, const KuraVolume *vol) {
                 return strcmp(p->role, "swap") == 0 ? KURA_MIN(p->size, 64 * MIB) : p->size;
         uint64_t freeb = vol->chunks_free * (uint64_t) vol->chunk_size;
         uint64_t used = vol->size > freeb ? vol->size - freeb : 0;
+        /* The superblock's count, where the backup read the volume whole. */
+        if (p->fs_used && p->fs_used < used)
+                used = p->fs_used;
         uint64_t m;
         if (fs_ext(p->fs))
                 m = used + used / 10 + 32 * MIB;
         else if (fs_is(p->fs, "btrfs"))
-                m = KURA_MAX(used + used / 4 + 96 * MIB, 128 * MIB);
+                m = KURA_MAX(used + used / 4 + 96 * MIB, 256 * MIB); /* the kernel resizes btrfs to >= 256 MiB */
         else if (fs_is(p->fs, "xfs"))
                 m = KURA_MAX(used + used / 5 + 64 * MIB, 300 * MIB);
         else
@@ -217,6 +221,14 @@ static int target_check_free(const char *path, const char *repo_path, KuraErr *e
 
 /* ---- planning -------------------------------------------------------------- */
 
+/* Filesystem blocks smaller than the target's sectors: made anew (see recreate_copy). */
+static bool needs_recreate(const PartPlan *pp, uint32_t ss) {
+        return pp->vol && pp->src->fs_block && pp->src->fs_block < ss &&
+               (strcmp(pp->src->fs, "vfat") == 0 || strcmp(pp->src->fs, "xfs") == 0 ||
+                strncmp(pp->src->fs, "ext", 3) == 0);
+}
+
+
 static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraErr *err) {
         const KuraDiskLayout *s = &d->src;
         size_t n = s->nparts;
@@ -313,6 +325,8 @@ done:
                 bool swap = strcmp(pp->src->role, "swap") == 0;
                 if (!pp->vol)
                         pp->action = swap ? "mkswap" : "table only";
+                else if (needs_recreate(pp, d->tgt_ss))
+                        pp->action = "re-create for the sector size and copy files";
                 else if (pp->new_size == pp->src->size)
                         pp->action = "restore";
                 else if (pp->new_size > pp->src->size)
@@ -388,7 +402,7 @@ static bool disk_is_empty(const char *dev) {
 
 /* ---- executing ------------------------------------------------------------- */
 
-static int run_tool(const char *const argv[], const char *what, KuraErr *err) {
+static int run_tool(const char *const argv[], const char *code, const char *what, KuraErr *err) {
         _cleanup_free_ char *out = NULL;
         int r = kura_engine_run(argv, &out);
         if (r == -ENOENT)
@@ -400,8 +414,7 @@ static int run_tool(const char *const argv[], const char *what, KuraErr *err) {
                 while (l && last[l - 1] == '\n')
                         last[--l] = 0;
                 char *nl = strrchr(last, '\n');
-                return kura_err(err, EIO, KURA_E_FS_RESIZE, "read the tool's message; fix the cause and run kura bmr "
-                                "again",
+                return kura_err(err, EIO, code, "read the tool's message; fix the cause and run kura bmr again",
                                 "%s: %s exited with %d: %s", what, argv[0], r, nl ? nl + 1 : last);
         }
         return 0;
@@ -511,12 +524,13 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
         for (int i = 0; i < 3; i++) {
                 if (!pairs[i][0])
                         continue;
-                _cleanup_free_ char *srcp = kura_asprintf("::%s", pairs[i][0]);
+                _cleanup_free_ char *srcp = strncmp(pairs[i][0], "::", 2) == 0 ? strdup(pairs[i][0])
+                                                                                : kura_asprintf("::%s", pairs[i][0]);
                 const char *get[] = {"mcopy", "-o", "-i", dev, srcp, tmp, NULL};
                 const char *put[] = {"mcopy", "-o", "-i", dev, tmp, pairs[i][1], NULL};
-                int r1 = run_tool(get, "copying the UEFI loader", err);
+                int r1 = run_tool(get, KURA_E_TARGET_IO, "copying the UEFI loader", err);
                 if (r1 >= 0)
-                        r1 = run_tool(put, "copying the UEFI loader", err);
+                        r1 = run_tool(put, KURA_E_TARGET_IO, "copying the UEFI loader", err);
                 unlink(tmp);
                 if (r1 < 0)
                         return r1;
@@ -524,6 +538,124 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
         appendf(report, "  ESP: copied %s to \\EFI\\BOOT\\BOOTX64.EFI (removable path, for an empty NVRAM)%s\n", loader,
                 shim[0] ? " with grubx64.efi beside it (signed chain kept)" : "");
         return 0;
+}
+
+/* A filesystem whose blocks (FAT/xfs sectors, ext blocks) are smaller than
+ * the target's logical sectors cannot be used there raw (512e -> 4Kn): it
+ * is made anew with the same UUID and label and filled file by file from
+ * the restored copy src. */
+static int recreate_copy(const char *src, const KuraPartition *p, const char *dev, uint32_t ss, const char *tmpd,
+                         KuraErr *err) {
+        char bs[16];
+        snprintf(bs, sizeof bs, "%u", ss < 4096 ? 4096 : ss);
+        _cleanup_free_ char *work = kura_asprintf("%s/kura-bmr-copy.XXXXXX", tmpd);
+        if (!work || !mkdtemp(work))
+                return kura_err_errno(err, work ? -errno : -ENOMEM, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
+                                      "cannot make a scratch directory in %s", tmpd);
+        _cleanup_free_ char *from = kura_asprintf("%s/from", work), *to = kura_asprintf("%s/to", work);
+        int r = 0;
+        if (!from || !to || mkdir(from, 0700) < 0 || mkdir(to, 0700) < 0) {
+                r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot make directories in %s", work);
+                goto out_dir;
+        }
+        if (strcmp(p->fs, "vfat") == 0) {
+                /* FAT: mtools on both sides, no mount needed. */
+                char serial[16] = "";
+                for (const char *q = p->fs_uuid; *q && strlen(serial) < 8; q++)
+                        if (*q != '-')
+                                serial[strlen(serial)] = *q;
+                char ssz[16];
+                snprintf(ssz, sizeof ssz, "%u", ss);
+                const char *mk[16] = {"mkfs.vfat", "-I", "-S", ssz};
+                int a = 4;
+                if (serial[0])
+                        mk[a++] = "-i", mk[a++] = serial;
+                if (p->fs_label[0])
+                        mk[a++] = "-n", mk[a++] = p->fs_label;
+                mk[a++] = dev;
+                mk[a] = NULL;
+                r = run_tool(mk, KURA_E_FS_RESIZE, "re-creating the FAT filesystem", err);
+                _cleanup_free_ char *star = kura_asprintf("%s/", from);
+                const char *get[] = {"mcopy", "-s", "-p", "-m", "-n", "-i", src, "::/", star, NULL};
+                if (r >= 0)
+                        r = run_tool(get, KURA_E_FS_RESIZE, "reading the FAT filesystem", err);
+                /* mcopy -s of ::/ puts the tree under from/ directly. */
+                DIR *d = r >= 0 ? opendir(from) : NULL;
+                struct dirent *de;
+                while (d && r >= 0 && (de = readdir(d))) {
+                        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                                continue;
+                        _cleanup_free_ char *one = kura_asprintf("%s/%s", from, de->d_name);
+                        const char *put[] = {"mcopy", "-s", "-p", "-m", "-i", dev, one, "::/", NULL};
+                        r = run_tool(put, KURA_E_FS_RESIZE, "filling the FAT filesystem", err);
+                }
+                if (d)
+                        closedir(d);
+                const char *rm[] = {"rm", "-rf", "--one-file-system", from, NULL};
+                (void) kura_engine_run(rm, NULL);
+                goto out_dir;
+        }
+        const char *mk[16];
+        int a = 0;
+        if (strncmp(p->fs, "ext", 3) == 0) {
+                static char mkname[48];
+                snprintf(mkname, sizeof mkname, "mkfs.%s", p->fs);
+                mk[a++] = mkname, mk[a++] = "-F", mk[a++] = "-q", mk[a++] = "-b", mk[a++] = bs;
+                if (p->fs_uuid[0])
+                        mk[a++] = "-U", mk[a++] = p->fs_uuid;
+        } else if (strcmp(p->fs, "xfs") == 0) {
+                static char uu[96], ssopt[32];
+                snprintf(uu, sizeof uu, "uuid=%s", p->fs_uuid);
+                snprintf(ssopt, sizeof ssopt, "size=%u", ss);
+                mk[a++] = "mkfs.xfs", mk[a++] = "-f", mk[a++] = "-q", mk[a++] = "-s", mk[a++] = ssopt;
+                if (p->fs_uuid[0])
+                        mk[a++] = "-m", mk[a++] = uu;
+        } else {
+                r = kura_err(err, ENOTSUP, KURA_E_DISK_LAYOUT, "restore onto a disk with the original sector size",
+                             "%s filesystem with %u-byte blocks cannot live on %u-byte sectors and kura cannot "
+                             "re-create it",
+                             p->fs, p->fs_block, ss);
+                goto out_dir;
+        }
+        if (p->fs_label[0])
+                mk[a++] = "-L", mk[a++] = p->fs_label;
+        mk[a++] = dev;
+        mk[a] = NULL;
+        r = run_tool(mk, KURA_E_FS_RESIZE, "re-creating the filesystem", err);
+        if (r < 0)
+                goto out_dir;
+        char *sdev = NULL;
+        int sloop = -1;
+        struct stat st;
+        if (stat(src, &st) < 0 || (r = kura_partdev_attach(src, 0, (uint64_t) st.st_size, false, &sdev, &sloop, err)) < 0) {
+                r = r < 0 ? r : kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "scratch copy %s", src);
+                goto out_dir;
+        }
+        bool xfs = strcmp(p->fs, "xfs") == 0;
+        if (mount(sdev, from, p->fs, MS_RDONLY, xfs ? "nouuid,norecovery" : "noload") < 0)
+                r = kura_err_errno(err, -errno, KURA_E_FS_RESIZE, "", "cannot mount the restored copy of %s", p->fs);
+        else {
+                if (mount(dev, to, p->fs, 0, xfs ? "nouuid" : NULL) < 0)
+                        r = kura_err_errno(err, -errno, KURA_E_FS_RESIZE, "", "cannot mount the new %s on %s", p->fs,
+                                           dev);
+                else {
+                        _cleanup_free_ char *f = kura_asprintf("%s/.", from), *t = kura_asprintf("%s/", to);
+                        const char *cp[] = {"cp", "-a", "--sparse=always", f, t, NULL};
+                        r = run_tool(cp, KURA_E_FS_RESIZE, "copying the files", err);
+                        if (umount2(to, 0) < 0 && r >= 0)
+                                r = kura_err_errno(err, -errno, KURA_E_FS_RESIZE, "", "cannot unmount %s", to);
+                }
+                (void) umount2(from, MNT_DETACH);
+        }
+        free(sdev);
+        kura_partdev_release(sloop);
+out_dir:
+        if (from)
+                rmdir(from);
+        if (to)
+                rmdir(to);
+        rmdir(work);
+        return r;
 }
 
 static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, DiskPlan *d, PartPlan *pp,
@@ -540,9 +672,10 @@ static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVer
                         argv[a++] = "-L", argv[a++] = pp->src->fs_label;
                 argv[a++] = dev;
                 argv[a] = NULL;
-                return run_tool(argv, "re-making swap", err);
+                return run_tool(argv, KURA_E_TARGET_IO, "re-making swap", err);
         }
-        if (pp->new_size >= pp->src->size) {
+        bool recreate = needs_recreate(pp, d->tgt_ss);
+        if (pp->new_size >= pp->src->size && !recreate) {
                 int r = restore_volume(repo, o, v, pp->vol->name, dev, &res->bytes_written, err);
                 if (r < 0 || pp->new_size == pp->src->size)
                         return r;
@@ -562,7 +695,9 @@ static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVer
                                       "cannot create a scratch file in %s", tmpd);
         close(fd);
         int r = restore_volume(repo, o, v, pp->vol->name, tmp, &res->bytes_written, err);
-        if (r >= 0)
+        if (r >= 0 && recreate)
+                r = recreate_copy(tmp, pp->src, dev, d->tgt_ss, tmpd, err);
+        else if (r >= 0)
                 r = kura_fs_shrink_onto(tmp, pp->src->fs, dev, tmpd, err);
         unlink(tmp);
         return r;

@@ -72,6 +72,57 @@ static void probe_range(int fd, KuraPartition *p) {
         blkid_free_probe(pr);
 }
 
+static uint64_t be64(const uint8_t *p) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+static uint32_t be32(const uint8_t *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+
+/* Bytes the filesystem uses, from its primary superblock: what a smaller
+ * target must hold at least (the counters of a cleanly unmounted
+ * filesystem; of a mounted one, roughly).  0 when unknown. */
+static uint64_t fs_used_bytes(int fd, KuraPartition *p) {
+        uint8_t sb[4096];
+        if (strcmp(p->fs, "vfat") == 0) {
+                if (pread(fd, sb, 512, (off_t) p->start) == 512)
+                        p->fs_block = get_le16(sb + 11);
+                return 0;
+        }
+        if (strncmp(p->fs, "ext", 3) == 0) {
+                if (pread(fd, sb, 1024, (off_t) (p->start + 1024)) != 1024 || get_le16(sb + 0x38) != 0xEF53)
+                        return 0;
+                uint32_t lbs = get_le32(sb + 0x18);
+                if (lbs > 6)
+                        return 0;
+                uint64_t bs = 1024ULL << lbs;
+                p->fs_block = (uint32_t) bs;
+                uint64_t blocks = get_le32(sb + 0x04), freeb = get_le32(sb + 0x0C);
+                if (get_le32(sb + 0x60) & 0x80) { /* INCOMPAT_64BIT */
+                        blocks |= (uint64_t) get_le32(sb + 0x150) << 32;
+                        freeb |= (uint64_t) get_le32(sb + 0x158) << 32;
+                }
+                return blocks > freeb ? (blocks - freeb) * bs : 0;
+        }
+        if (strcmp(p->fs, "xfs") == 0) {
+                if (pread(fd, sb, 512, (off_t) p->start) != 512 || memcmp(sb, "XFSB", 4) != 0)
+                        return 0;
+                uint64_t bs = be32(sb + 4), dblocks = be64(sb + 8), fdblocks = be64(sb + 0x90);
+                p->fs_block = (uint32_t) sb[102] << 8 | sb[103]; /* sb_sectsize */
+                return dblocks > fdblocks && bs <= 65536 ? (dblocks - fdblocks) * bs : 0;
+        }
+        if (strcmp(p->fs, "btrfs") == 0) {
+                if (pread(fd, sb, 4096, (off_t) (p->start + 65536)) != 4096 || memcmp(sb + 0x40, "_BHRfS_M", 8) != 0)
+                        return 0;
+                p->fs_block = get_le32(sb + 0x90); /* sectorsize */
+                return get_le64(sb + 0x78);
+        }
+        return 0;
+}
+
 static void set_role(const char *label, KuraPartition *p, bool container) {
         const char *r = "data";
         bool gpt = strcmp(label, "gpt") == 0;
@@ -213,8 +264,10 @@ int kura_disk_layout_read(const char *path, uint32_t hint, KuraDiskLayout *ret, 
                 } else if (fdisk_partition_is_bootable(pa))
                         p->attrs = 0x80;
                 bool container = fdisk_partition_is_container(pa);
-                if (fd >= 0 && !container)
+                if (fd >= 0 && !container) {
                         probe_range(fd, p);
+                        p->fs_used = fs_used_bytes(fd, p);
+                }
                 set_role(name, p, container);
         }
         fdisk_free_iter(it);
@@ -256,6 +309,10 @@ void *kura_disk_layout_to_json(const KuraDiskLayout *l) {
                                        "type", p->type, "uuid", p->uuid, "name", p->name, "attrs",
                                        (json_int_t) p->attrs, "fs", p->fs, "fs_uuid", p->fs_uuid, "fs_label",
                                        p->fs_label, "role", p->role);
+                if (pj && p->fs_used && json_object_set_new(pj, "fs_used", json_integer((json_int_t) p->fs_used)) < 0)
+                        goto fail;
+                if (pj && p->fs_block && json_object_set_new(pj, "fs_block", json_integer(p->fs_block)) < 0)
+                        goto fail;
                 if (!pj || json_array_append_new(parts, pj) < 0)
                         goto fail;
         }
@@ -323,6 +380,12 @@ int kura_disk_layout_from_json(const void *json, KuraDiskLayout *ret, KuraErr *e
                     p->size > ret->size - p->start)
                         goto bad;
                 p->number = (unsigned) num;
+                if (json_object_get(pj, "fs_used") && get_u64(pj, "fs_used", &p->fs_used) < 0)
+                        goto bad;
+                uint64_t fb = 0;
+                if (json_object_get(pj, "fs_block") && (get_u64(pj, "fs_block", &fb) < 0 || fb > (1u << 20)))
+                        goto bad;
+                p->fs_block = (uint32_t) fb;
                 ret->nparts++;
         }
         return 0;
