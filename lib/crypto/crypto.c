@@ -213,34 +213,47 @@ static int gcm_update(EVP_CIPHER_CTX *c, bool encrypt, uint8_t *out, const uint8
         return 0;
 }
 
-/* SHA-256(aad || pt) for unencrypted integrity tags. */
-static int plain_tag(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, size_t pt_len,
-                     uint8_t digest[KURA_HASH_LEN]) {
+/* SHA-256(aad || pt || pt2) for unencrypted integrity tags. */
+static int plain_tag2(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, size_t pt_len,
+                      const void *pt2, size_t pt2_len, uint8_t digest[KURA_HASH_LEN]) {
         unsigned len = 0;
         if (!EVP_DigestInit_ex2(s->md, alg_sha256, NULL) ||
             (aad_len > 0 && !EVP_DigestUpdate(s->md, aad, aad_len)) ||
             (pt_len > 0 && !EVP_DigestUpdate(s->md, pt, pt_len)) ||
+            (pt2_len > 0 && !EVP_DigestUpdate(s->md, pt2, pt2_len)) ||
             !EVP_DigestFinal_ex(s->md, digest, &len) || len != KURA_HASH_LEN)
                 return -EIO;
         return 0;
 }
 
+static int plain_tag(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, size_t pt_len,
+                     uint8_t digest[KURA_HASH_LEN]) {
+        return plain_tag2(s, aad, aad_len, pt, pt_len, NULL, 0, digest);
+}
+
 int kura_seal(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, size_t pt_len,
               uint8_t *out) {
+        return kura_seal2(s, aad, aad_len, pt, pt_len, NULL, 0, out);
+}
+
+int kura_seal2(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, size_t pt_len, const void *pt2,
+               size_t pt2_len, uint8_t *out) {
         int r;
 
         if (!s->enc) {
                 uint8_t digest[KURA_HASH_LEN];
-                r = plain_tag(s, aad, aad_len, pt, pt_len, digest);
+                r = plain_tag2(s, aad, aad_len, pt, pt_len, pt2, pt2_len, digest);
                 if (r < 0)
                         return r;
                 if (pt_len > 0)
                         memcpy(out, pt, pt_len);
-                memcpy(out + pt_len, digest, KURA_TAG_LEN);
+                if (pt2_len > 0)
+                        memcpy(out + pt_len, pt2, pt2_len);
+                memcpy(out + pt_len + pt2_len, digest, KURA_TAG_LEN);
                 return 0;
         }
 
-        if ((uint64_t) pt_len > GCM_MAX_PT)
+        if ((uint64_t) pt_len > GCM_MAX_PT || (uint64_t) pt2_len > GCM_MAX_PT - pt_len)
                 return -EMSGSIZE;
 
         /* Nonces: a random 96-bit starting point per sealer (re-drawn every
@@ -249,7 +262,7 @@ int kura_seal(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, si
          * different sealers collide with probability about
          * runs^2 * 2^20 / 2^96, as safe as one random nonce per message
          * (NIST SP 800-38D) without a getrandom() call per chunk. */
-        uint8_t *nonce = out, *ct = out + KURA_NONCE_LEN, *tag = ct + pt_len;
+        uint8_t *nonce = out, *ct = out + KURA_NONCE_LEN, *tag = ct + pt_len + pt2_len;
         if (s->nonce_left == 0) {
                 r = kura_random(s->nonce, KURA_NONCE_LEN);
                 if (r < 0)
@@ -270,7 +283,11 @@ int kura_seal(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, si
         r = gcm_update(s->enc, true, ct, pt, pt_len);
         if (r < 0)
                 return r;
-        if (!EVP_EncryptFinal_ex(s->enc, ct + pt_len, &outl) || outl != 0 ||
+        /* GCM is a stream mode: two updates give the bytes of one. */
+        r = gcm_update(s->enc, true, ct + pt_len, pt2, pt2_len);
+        if (r < 0)
+                return r;
+        if (!EVP_EncryptFinal_ex(s->enc, ct + pt_len + pt2_len, &outl) || outl != 0 ||
             !EVP_CIPHER_CTX_ctrl(s->enc, EVP_CTRL_GCM_GET_TAG, KURA_TAG_LEN, tag))
                 return -EIO;
         return 0;

@@ -58,6 +58,10 @@ int kura_seal(KuraSealer *s, const void *aad, size_t aad_len, const void *pt, si
               uint8_t *out /* pt_len + overhead */);
 int kura_unseal(KuraSealer *s, const void *aad, size_t aad_len, const uint8_t *in, size_t in_len,
                 uint8_t *out /* in_len - overhead */, size_t *ret_len);
+/* kura_seal() of the concatenation pt1 ‖ pt2 without building it (the same
+ * output bytes); lets a caller prepend a header to a large buffer for free. */
+int kura_seal2(KuraSealer *s, const void *aad, size_t aad_len, const void *pt1, size_t n1, const void *pt2,
+               size_t n2, uint8_t *out /* n1 + n2 + overhead */);
 
 /* Fast keyed fingerprint (XXH3-128 with a secret derived from key) for the
  * fingerprint cache; not cryptographic. */

@@ -3,16 +3,17 @@
  * The backup job: for each source volume, cut it into fixed-size chunks
  * aligned to the volume start, and store the chunks the repository lacks.
  *
- * Pipeline: the calling thread is the reader.  It walks the chunks in order;
- * a chunk that holds no block the filesystem uses is recorded FREE and never
- * read; otherwise it reads the used ranges into a slot buffer (free ranges
- * are zero-filled, so the bytes of free blocks never reach the repository and
- * do not defeat deduplication) and queues the slot.  Worker threads (one per
- * CPU) take slots and do the CPU work: zero test, fingerprint-cache test,
- * chunk ID (HMAC-SHA256), and kura_repo_put() (compress, seal, pack).  The
- * result lands in ids[chunk index], so order does not matter.  A fixed ring
- * of slots bounds memory (nslots x chunk size) whatever the volume size, and
- * nothing is allocated per chunk.
+ * Pipeline: the calling thread walks the chunks in order; a chunk that holds
+ * no block the filesystem uses is recorded FREE and never read; otherwise it
+ * describes the chunk (offset, length, first used extent) in a free slot and
+ * queues the slot.  Worker threads (one per CPU) take slots, read the used
+ * ranges into the slot's buffer (free ranges are zero-filled, so the bytes of
+ * free blocks never reach the repository and do not defeat deduplication) and
+ * do the CPU work: zero test, fingerprint-cache test, chunk ID (HMAC-SHA256),
+ * and kura_repo_put() (compress, seal, pack).  The result lands in
+ * ids[chunk index], so order does not matter.  A fixed ring of slots bounds
+ * memory (nslots x chunk size) whatever the volume size, and nothing is
+ * allocated per chunk.
  */
 #include <fcntl.h>
 #include <libgen.h>
@@ -20,6 +21,7 @@
 #include <stdatomic.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
@@ -32,7 +34,9 @@
 
 typedef struct Slot {
         uint64_t index;
+        uint64_t start;  /* byte offset of the chunk in the volume */
         size_t len;
+        size_t ei;       /* first extent that may overlap the chunk */
         uint8_t *buf;
 } Slot;
 
@@ -53,6 +57,11 @@ typedef struct Job {
         KuraErr err;
 
         /* the current volume */
+        int fd;                         /* what to read */
+        const char *read_path;          /* for messages */
+        const KuraExtent *ext;          /* sorted used ranges */
+        size_t next;
+        atomic_bool map_ok;             /* cache hits may be tested through mmap (cached_match()) */
         KuraId *ids;
         const KuraFpEntry *old_fp;      /* NULL: no cache */
         KuraFpEntry *new_fp;
@@ -89,8 +98,106 @@ static void job_fail(Job *j, int r, const KuraErr *e) {
         pthread_cond_broadcast(&j->cv);
 }
 
+static int read_full(int fd, uint8_t *p, size_t n, uint64_t off) {
+        while (n > 0) {
+                ssize_t k = pread(fd, p, n, (off_t) off);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EIO; /* the source shrank under us */
+                p += k;
+                n -= (size_t) k;
+                off += (uint64_t) k;
+        }
+        return 0;
+}
+
+/* Read the used parts of the slot's chunk into its buffer; zero the rest.
+ * Workers read their own chunks: the copy from the page cache (the largest
+ * single cost of an incremental backup) then runs on every core instead of
+ * one reader thread, and the bytes land in the cache of the core that
+ * fingerprints, hashes and compresses them. */
+static int read_slot(Job *j, Slot *s, KuraErr *err) {
+        uint64_t start = s->start, end = s->start + s->len, pos = start;
+        for (size_t k = s->ei; k < j->next && j->ext[k].off < end; k++) {
+                uint64_t a = KURA_MAX(j->ext[k].off, start), b = KURA_MIN(j->ext[k].off + j->ext[k].len, end);
+                if (a > pos)
+                        memset(s->buf + (pos - start), 0, a - pos);
+                int q = read_full(j->fd, s->buf + (a - start), b - a, a);
+                if (q < 0)
+                        return kura_err_errno(err, q, KURA_E_SOURCE_UNREADABLE,
+                                              "check the device (dmesg, smartctl); kura stored nothing",
+                                              "cannot read source %s at offset %llu", j->read_path,
+                                              (unsigned long long) a);
+                pos = b;
+        }
+        if (pos < end)
+                memset(s->buf + (pos - start), 0, end - pos);
+        return 0;
+}
+
+static bool cache_entry_usable(Job *j, const KuraFpEntry *old) {
+        return !kura_id_is_zero(&old->id) && !kura_id_is_free(&old->id) && kura_repo_has(j->repo, &old->id);
+}
+
+/* An incremental backup mostly finds chunks unchanged: for those, copying
+ * the chunk out of the page cache (read_slot()) costs several times more
+ * than fingerprinting it.  So a chunk that the filesystem uses entirely and
+ * that has a cache entry is first fingerprinted in place through a shared
+ * read-only mapping; only a chunk that does not match is read and processed
+ * as usual (fingerprint, ID and compression then all see the same copied
+ * bytes, whatever happens to the source meanwhile).
+ *
+ * A mapping turns a read error into SIGBUS, so the mapping is used only when
+ * every one of its pages is already in the page cache (mincore() after
+ * MAP_POPULATE): reading resident pages does no I/O.  Anything else (not
+ * resident, mmap unsupported) falls back to read_slot().  Returns true if
+ * the chunk was recorded from the cache. */
+static bool cached_match(Job *j, Slot *s) {
+        if (!j->old_fp || j->rehash || !atomic_load_explicit(&j->map_ok, memory_order_relaxed))
+                return false;
+        const KuraFpEntry *old = &j->old_fp[s->index];
+        const KuraExtent *e = s->ei < j->next ? &j->ext[s->ei] : NULL;
+        uint64_t end = s->start + s->len;
+        long pg = sysconf(_SC_PAGESIZE);
+        if (!e || e->off > s->start || e->off + e->len < end || pg <= 0 || s->start % (uint64_t) pg ||
+            kura_id_is_zero(&old->id) || kura_id_is_free(&old->id))
+                return false;
+        void *p = mmap(NULL, s->len, PROT_READ, MAP_SHARED | MAP_POPULATE, j->fd, (off_t) s->start);
+        if (p == MAP_FAILED) {
+                atomic_store(&j->map_ok, false);
+                return false;
+        }
+        size_t npages = (s->len + (size_t) pg - 1) / (size_t) pg;
+        unsigned char vec[KURA_CHUNK_SIZE_MAX / 4096];
+        bool resident = npages <= sizeof vec && mincore(p, s->len, vec) == 0;
+        for (size_t k = 0; resident && k < npages; k++)
+                resident = vec[k] & 1;
+        bool hit = false;
+        uint8_t fp[16];
+        if (resident) {
+                kura_fingerprint(j->fp_key, p, s->len, fp);
+                hit = memcmp(old->fp, fp, sizeof fp) == 0;
+        }
+        munmap(p, s->len);
+        if (!hit || !cache_entry_usable(j, old))
+                return false;
+        /* A used chunk is never all zero in the cache: zero chunks have no entry. */
+        j->ids[s->index] = old->id;
+        j->new_fp[s->index] = *old;
+        return true;
+}
+
 static int process_slot(Job *j, KuraRepoWorker *w, Slot *s, KuraErr *err) {
         KuraId id;
+        if (cached_match(j, s))
+                return 0;
+        int rd = read_slot(j, s, err);
+        if (rd < 0)
+                return rd;
         if (all_zero(s->buf, s->len)) {
                 j->ids[s->index] = KURA_ID_ZERO;
                 memset(&j->new_fp[s->index], 0, sizeof(KuraFpEntry));
@@ -100,8 +207,7 @@ static int process_slot(Job *j, KuraRepoWorker *w, Slot *s, KuraErr *err) {
         uint8_t fp[16];
         kura_fingerprint(j->fp_key, s->buf, s->len, fp);
         const KuraFpEntry *old = j->old_fp ? &j->old_fp[s->index] : NULL;
-        if (old && !j->rehash && memcmp(old->fp, fp, sizeof fp) == 0 && !kura_id_is_zero(&old->id) &&
-            !kura_id_is_free(&old->id) && kura_repo_has(j->repo, &old->id)) {
+        if (old && !j->rehash && memcmp(old->fp, fp, sizeof fp) == 0 && cache_entry_usable(j, old)) {
                 /* Unchanged since the cached backup and still indexed. */
                 id = old->id;
         } else {
@@ -178,23 +284,6 @@ static void queue_slot(Job *j, size_t sn) {
         j->nwork++;
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
-}
-
-static int read_full(int fd, uint8_t *p, size_t n, uint64_t off) {
-        while (n > 0) {
-                ssize_t k = pread(fd, p, n, (off_t) off);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        return -EIO; /* the source shrank under us */
-                p += k;
-                n -= (size_t) k;
-                off += (uint64_t) k;
-        }
-        return 0;
 }
 
 static const char *base_name(const char *path) {
@@ -363,6 +452,11 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                         return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         }
 
+        j->fd = fd;
+        j->read_path = read_path;
+        j->ext = ext;
+        j->next = next;
+        atomic_store(&j->map_ok, true);
         j->ids = ids;
         j->new_fp = new_fp;
         j->old_fp = old_fp;
@@ -431,30 +525,12 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
                 if (!s)
                         break;
                 s->index = i;
+                s->start = start;
                 s->len = (size_t) (end - start);
-                /* Read the used parts; zero the rest. */
-                uint64_t pos = start;
-                for (size_t k = ei; k < next && ext[k].off < end && rr == 0; k++) {
-                        uint64_t a = KURA_MAX(ext[k].off, start), b = KURA_MIN(ext[k].off + ext[k].len, end);
-                        if (a > pos)
-                                memset(s->buf + (pos - start), 0, a - pos);
-                        int q = read_full(fd, s->buf + (a - start), b - a, a);
-                        if (q < 0)
-                                rr = kura_err_errno(&rerr, q, KURA_E_SOURCE_UNREADABLE,
-                                                    "check the device (dmesg, smartctl); kura stored nothing",
-                                                    "cannot read source %s at offset %llu", read_path,
-                                                    (unsigned long long) a);
-                        bytes_read += b - a;
-                        pos = b;
-                }
-                if (rr < 0) {
-                        pthread_mutex_lock(&j->mu);
-                        j->freeq[j->nfree++] = sn;
-                        pthread_mutex_unlock(&j->mu);
-                        break;
-                }
-                if (pos < end)
-                        memset(s->buf + (pos - start), 0, end - pos);
+                s->ei = ei;
+                /* The worker reads the used parts (read_slot()). */
+                for (size_t k = ei; k < next && ext[k].off < end; k++)
+                        bytes_read += KURA_MIN(ext[k].off + ext[k].len, end) - KURA_MAX(ext[k].off, start);
                 queue_slot(j, sn);
 
                 if (o->progress) {

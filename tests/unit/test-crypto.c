@@ -326,6 +326,49 @@ static void roundtrip(const uint8_t *key) {
 static void test_seal_roundtrip_encrypted(void **state) { roundtrip(key_a); }
 static void test_seal_roundtrip_plain(void **state) { roundtrip(NULL); }
 
+/* kura_seal2(pt1, pt2) seals exactly the bytes pt1 ‖ pt2: unsealing gives the
+ * concatenation back, and without a key (deterministic) the output is
+ * byte-identical to kura_seal() of the concatenation; splits at and around
+ * the 16-byte GCM block boundary. */
+static void seal2_check(const uint8_t *key) {
+        static const size_t splits[][2] = {{1, 100000}, {0, 4096}, {17, 65536}, {16, 33}, {5, 0}, {0, 0}};
+        static const uint8_t aad[] = "kura-blob\0xyz";
+        KuraSealer *s = NULL;
+        assert_int_equal(kura_sealer_new(key, &s), 0);
+        size_t ov = kura_seal_overhead(s);
+        for (size_t i = 0; i < sizeof splits / sizeof splits[0]; i++) {
+                size_t n1 = splits[i][0], n2 = splits[i][1], n = n1 + n2;
+                uint8_t *pt = malloc(n + 1), *a = malloc(n + ov), *b = malloc(n + ov), *out = malloc(n + 1);
+                assert_non_null(pt);
+                assert_non_null(a);
+                assert_non_null(b);
+                assert_non_null(out);
+                fill_pattern(pt, n, (uint32_t) i + 77);
+                assert_int_equal(kura_seal2(s, aad, sizeof aad, pt, n1, pt + n1, n2, a), 0);
+                size_t outn = 0;
+                memset(out, 0x55, n + 1);
+                assert_int_equal(kura_unseal(s, aad, sizeof aad, a, n + ov, out, &outn), 0);
+                assert_int_equal(outn, n);
+                if (n)
+                        assert_memory_equal(out, pt, n);
+                assert_int_equal(out[n], 0x55);
+                if (!key) {
+                        assert_int_equal(kura_seal(s, aad, sizeof aad, pt, n, b), 0);
+                        assert_memory_equal(a, b, n + ov);
+                }
+                /* a flipped bit in the second part's ciphertext is caught */
+                if (n2) {
+                        a[n + ov - KURA_TAG_LEN - 1] ^= 1;
+                        assert_int_equal(kura_unseal(s, aad, sizeof aad, a, n + ov, out, NULL), -EBADMSG);
+                }
+                free(pt), free(a), free(b), free(out);
+        }
+        kura_sealer_free(s);
+}
+
+static void test_seal2_encrypted(void **state) { seal2_check(key_a); }
+static void test_seal2_plain(void **state) { seal2_check(NULL); }
+
 /* Every way of damaging a sealed object gives -EBADMSG and a zeroed out. */
 static void tamper(const uint8_t *key) {
         static const char aad[] = "kura-version";
@@ -677,6 +720,8 @@ int main(void) {
                 cmocka_unit_test(test_seal_layout_plain),
                 cmocka_unit_test(test_seal_roundtrip_encrypted),
                 cmocka_unit_test(test_seal_roundtrip_plain),
+                cmocka_unit_test(test_seal2_encrypted),
+                cmocka_unit_test(test_seal2_plain),
                 cmocka_unit_test(test_seal_tamper_encrypted),
                 cmocka_unit_test(test_seal_tamper_plain),
                 cmocka_unit_test(test_fingerprint),
