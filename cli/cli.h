@@ -153,6 +153,8 @@ int verb_versions(Cli *c, int argc, char **argv, KuraErr *err);
 int verb_restore(Cli *c, int argc, char **argv, KuraErr *err);
 extern const char verb_bmr_help[];
 int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err);
+extern const char verb_verify_restore_help[];
+int verb_verify_restore(Cli *c, int argc, char **argv, KuraErr *err);
 int verb_check(Cli *c, int argc, char **argv, KuraErr *err);
 int verb_forget(Cli *c, int argc, char **argv, KuraErr *err);
 int verb_prune(Cli *c, int argc, char **argv, KuraErr *err);

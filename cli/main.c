@@ -25,6 +25,7 @@ static const char main_help[] = "Usage: kura [--repo DIR] [--json] [--password-f
                                 "  versions          list the versions (recovery points)\n"
                                 "  restore           restore a volume of a version to a device or file\n"
                                 "  bmr               bare-metal recovery: rebuild whole disks from a version\n"
+                                "  verify-restore    restore test: rebuild a version's disks into scratch images\n"
                                 "  check             verify the repository (--read-data: every byte)\n"
                                 "  forget            delete versions (--prune: and free their space)\n"
                                 "  prune             delete data no version uses\n"
@@ -75,6 +76,7 @@ static const Verb verbs[] = {
         {"rescue", verb_rescue, verb_rescue_help},
         {"critical", verb_critical, verb_critical_help},
         {"bmr", verb_bmr, verb_bmr_help},
+        {"verify-restore", verb_verify_restore, verb_verify_restore_help},
 };
 
 static const Verb *find_verb(const char *name) {
@@ -92,6 +94,7 @@ static int exit_status_for(const KuraErr *e) {
                 {KURA_E_USAGE, CLI_EXIT_USAGE},
                 {KURA_E_DAMAGED, CLI_EXIT_DAMAGE},
                 {KURA_E_CHECK_FAILED, CLI_EXIT_DAMAGE},
+                {KURA_E_VERIFY_FAILED, CLI_EXIT_DAMAGE},
                 {KURA_E_WRONG_PASSWORD, CLI_EXIT_AUTH},
                 {KURA_E_NO_PASSWORD, CLI_EXIT_AUTH},
                 {KURA_E_LOCKED, CLI_EXIT_LOCKED},

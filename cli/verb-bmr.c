@@ -10,7 +10,8 @@
 
 const char verb_bmr_help[] =
         "Usage: kura bmr --version ID [--disk-map auto|SRC=DST,...] [--exclude-disk D]...\n"
-        "                [--grow PART] [--tmpdir DIR] [--dry-run] [--yes] [--threads N] [--json]\n"
+        "                [--grow PART] [--tmpdir DIR] [--luks-key-file FILE] [--dry-run] [--yes]\n"
+        "                [--threads N] [--json]\n"
         "\n"
         "Bare-metal recovery (wbadmin start sysrecovery): ERASE the target disks, recreate the\n"
         "partition tables of version ID (made with backup --disk or --all-critical), restore\n"
@@ -23,13 +24,16 @@ const char verb_bmr_help[] =
         "  --grow PART        the partition (e.g. disk0p3) that grows onto a larger disk or\n"
         "                     shrinks first onto a smaller one (default: each disk's last)\n"
         "  --tmpdir DIR       scratch space for shrinking (default $TMPDIR or /var/tmp)\n"
+        "  --luks-key-file F  a passphrase or key file of the backed-up LUKS volumes (their\n"
+        "                     headers are restored as they were); the file's bytes are the key\n"
         "  --dry-run          print the plan and stop\n"
         "  --yes              do not ask (required when not on a terminal)\n"
         "\n"
         "A target that is mounted, used by device-mapper, holds the repository, or is too\n"
         "small for the data is refused before anything is written.\n";
 
-enum { OPT_VERSION_ID = OPT_VERB, OPT_DISK_MAP, OPT_EXCLUDE, OPT_GROW, OPT_TMPDIR, OPT_DRY_RUN, OPT_YES, OPT_THREADS };
+enum { OPT_VERSION_ID = OPT_VERB, OPT_DISK_MAP, OPT_EXCLUDE, OPT_GROW, OPT_TMPDIR, OPT_DRY_RUN, OPT_YES, OPT_THREADS,
+       OPT_LUKS_KEY_FILE };
 
 /* Ask on the terminal; anything but "yes" stops. */
 static bool confirm_tty(void *userdata, const char *plan) {
@@ -62,6 +66,7 @@ int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err) {
                 {"dry-run", no_argument, NULL, OPT_DRY_RUN},
                 {"yes", no_argument, NULL, OPT_YES},
                 {"threads", required_argument, NULL, OPT_THREADS},
+                {"luks-key-file", required_argument, NULL, OPT_LUKS_KEY_FILE},
                 {},
         };
         _cleanup_free_ const char **excl = calloc((size_t)argc + 1, sizeof *excl);
@@ -98,6 +103,9 @@ int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err) {
                         if ((r = cli_parse_uint("--threads", optarg, 1024, &v, err)) < 0)
                                 return r;
                         o.threads = (unsigned)v;
+                        break;
+                case OPT_LUKS_KEY_FILE:
+                        o.luks_key_file = optarg;
                         break;
                 }
         }

@@ -223,6 +223,15 @@ static const Explain table[] = {
          "the temporary copy used when shrinking.",
          "Read the tool's message; give a larger target disk or --tmpdir on a filesystem with more room; the restored "
          "partition is left as the tool left it, so re-run 'kura bmr' once the cause is fixed."},
+        {KURA_E_VERIFY_FAILED, NULL, 3,
+         "A restore test ('kura verify-restore') of the version failed: a disk could not be rebuilt from it, a "
+         "restored filesystem's checker found errors, or the restored disk did not boot to the marker.",
+         "Damaged chunks in the repository; a filesystem that was inconsistent when it was backed up (read live "
+         "without a snapshot); a boot loader or kernel missing from the backed-up disks; a boot marker that the "
+         "system never prints on its serial console.",
+         "Do not rely on this version for a bare-metal restore.  Read the report (each partition and the boot); run "
+         "'kura check --read-data'; make a new backup with --all-critical and test it again.  'kura versions' shows "
+         "the version as VERIFY-FAILED until a later test passes."},
         {KURA_E_TOOL_MISSING, NULL, 1, "A program that kura runs for this step is not installed.",
          "A minimal system or rescue image without e2fsprogs, xfsprogs, btrfs-progs, mtools or util-linux.",
          "Install the package named in the message (scripts/setup.sh installs all of them), or use the kura rescue "

@@ -21,6 +21,29 @@ static void version_list_clear(VersionList *l) {
         kura_version_list_free(l->v, l->n);
 }
 
+/* Put the version's restore-test record (kura verify-restore) into
+ * v->extra["verify_restore"].  An unreadable record is shown as a warning
+ * and otherwise ignored: the version itself is fine. */
+static void merge_verify_record(KuraRepo *repo, KuraVersion *v) {
+        _cleanup_free_ char *text = NULL;
+        KuraErr lerr = {0};
+        int r = kura_verify_record_load(repo, v->id, &text, &lerr);
+        if (r == -ENOENT && !lerr.code)
+                return;
+        if (r < 0) {
+                cli_warn(lerr.code ? lerr.code : KURA_E_DAMAGED, "%s", lerr.message);
+                return;
+        }
+        json_error_t jerr;
+        json_t *rec = json_loads(text, 0, &jerr);
+        if (!rec)
+                return;
+        if (!v->extra)
+                v->extra = json_object();
+        if (!v->extra || json_object_set_new((json_t *)v->extra, "verify_restore", rec) < 0)
+                json_decref(rec);
+}
+
 int verb_versions(Cli *c, int argc, char **argv, KuraErr *err) {
         static const struct option opts[] = {
                 CLI_GLOBAL_OPTIONS,
@@ -48,6 +71,11 @@ int verb_versions(Cli *c, int argc, char **argv, KuraErr *err) {
                 return r;
         KuraVersion **v = l.v;
         size_t n = l.n;
+
+        /* The last restore test of each version lives beside it (a manifest is
+         * immutable): shown as the manifest's "verify_restore" would be. */
+        for (size_t i = 0; i < n; i++)
+                merge_verify_record(repo, v[i]);
 
         if (damaged > 0)
                 cli_warn(KURA_W_DAMAGE_SKIPPED,

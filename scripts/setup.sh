@@ -19,7 +19,9 @@ PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static cpio xz-utils ovmf seabios
   lvm2 thin-provisioning-tools fdisk
   # bare-metal recovery: boot loaders for the test disks and for re-installs, NVRAM entries
-  grub-efi-amd64-bin grub-pc-bin grub-common efibootmgr
+  grub-efi-amd64-bin grub-pc-bin grub-common efibootmgr cryptsetup-bin
+  # the rescue image (kura rescue build) and its test: ISO, share clients inside it, an SMB server
+  xorriso cifs-utils nfs-common samba
   # reference writers and their tests: real databases from Debian
   libpq-dev libmariadb-dev libsqlite3-dev sqlite3 postgresql postgresql-contrib mariadb-server mariadb-client
   # benchmarks (bench/): the peers and the data set

@@ -144,6 +144,9 @@ typedef struct KuraBmrOpts {
         unsigned threads;
         KuraJobProgressFn progress;
         void *progress_userdata;
+        const char *luks_key_file;  /* opens restored LUKS volumes (their backed-up headers keep the old
+                                     * passphrases and keys); its bytes are the key, as cryptsetup --key-file
+                                     * reads it.  NULL: a version with LUKS volumes is refused before writing. */
 } KuraBmrOpts;
 
 typedef struct KuraBmrResult {
@@ -155,3 +158,47 @@ typedef struct KuraBmrResult {
 
 int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *ret, KuraErr *err);
 void kura_bmr_result_clear(KuraBmrResult *r);
+
+/* ---- restore tests (lib/engine/verify.c) ------------------------------------ */
+
+/* Restore every disk of a version into scratch image files (never attached
+ * to the host: no loop device, no mount), check each restored filesystem
+ * with its own checker in no-change mode, optionally boot each bootable disk
+ * image in a qemu guest (no network, snapshot=on) until a console marker,
+ * and record the result in the repository (kura_verify_record_save()). */
+typedef struct KuraVerifyOpts {
+        const char *version;        /* ID, prefix or "latest" */
+        bool boot;                  /* boot the images in qemu */
+        const char *firmware;       /* "auto" (NULL: UEFI when the disk has an ESP, else BIOS), "bios", "uefi" */
+        unsigned timeout_s;         /* per boot; 0: 300 */
+        const char *boot_marker;    /* POSIX extended regex for a console line; NULL: KURA_VERIFY_MARKER_DEFAULT */
+        const char *tmpdir;         /* NULL: $TMPDIR or /var/tmp; a private directory is made in it */
+        bool keep;                  /* keep the scratch directory (its path in the result) */
+        bool no_record;             /* do not write the result into the repository */
+        const char *kura_version;   /* recorded as "kura_version" (NULL: "unknown") */
+        const char *vm_lock_dir;    /* NULL: $KURA_VM_CACHE or /var/cache/kura-vm (one guest at a time) */
+        unsigned threads;
+        KuraJobProgressFn progress;
+        void *progress_userdata;
+} KuraVerifyOpts;
+
+#define KURA_VERIFY_MARKER_DEFAULT "Reached target .*Multi-User System|login: |KURA-MARKER-END"
+
+typedef struct KuraVerifyResult {
+        bool ok;                    /* every check (and boot, if asked) passed */
+        bool recorded;              /* the record was saved in the repository */
+        char version_id[2 * KURA_ID_LEN + 1];
+        char *report;               /* one line per disk, partition and boot, for people */
+        char *record;               /* the JSON record (text) as saved */
+        char *workdir;              /* with keep: the scratch directory; else NULL */
+        double duration_s;
+} KuraVerifyResult;
+
+/* Returns 0 when the restore test passed.  A failed test (damaged data, a
+ * checker finding errors, a boot that does not reach the marker) is
+ * recorded and returns -EIO with KURA-E-VERIFY-FAILED naming the first
+ * failure (ret->report has all of them).  Errors that prevent the test
+ * itself (version not found, no disks in it, no room in tmpdir, qemu
+ * missing) are returned as such and nothing is recorded. */
+int kura_verify_restore_run(KuraRepo *repo, const KuraVerifyOpts *o, KuraVerifyResult *ret, KuraErr *err);
+void kura_verify_result_clear(KuraVerifyResult *r);

@@ -63,6 +63,7 @@
 #define KURA_E_TOOL_MISSING           "KURA-E-TOOL-MISSING"
 #define KURA_E_NOT_CONFIRMED          "KURA-E-NOT-CONFIRMED"
 #define KURA_E_CRITICAL_LIVE          "KURA-E-CRITICAL-LIVE"
+#define KURA_E_VERIFY_FAILED          "KURA-E-VERIFY-FAILED"
 
 /* Warnings (printed, exit status unaffected). */
 #define KURA_W_LEFTOVER            "KURA-W-LEFTOVER"

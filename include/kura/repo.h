@@ -193,6 +193,26 @@ int kura_version_find(KuraRepo *repo, const char *spec, KuraVersion **ret, KuraE
 /* Delete a version's manifest (needs the exclusive lock). */
 int kura_version_forget(KuraRepo *repo, const char *id, KuraErr *err);
 
+/* ---- restore tests (lib/repo/verify.c; spec §11) ------------------------ */
+
+/* The result of the last `kura verify-restore` of a version is kept in
+ * REPO/verify/<version-id> (a manifest is immutable).  json_text is one JSON
+ * object with at least "format": 1, "version" (= version_id, full 64 hex),
+ * "ok" (bool) and "time" (RFC 3339); it replaces any earlier record of that
+ * version, crash-safely.  Needs a shared or exclusive lock. */
+int kura_verify_record_save(KuraRepo *repo, const char *version_id, const char *json_text, KuraErr *err);
+/* The record of version_id (full ID): *ret_json_text (caller frees) is its
+ * JSON text.  -ENOENT (err left unset) when the version was never tested;
+ * KURA-E-DAMAGED when the record is unreadable, fails authentication (also
+ * when moved from another version's name) or is malformed. */
+int kura_verify_record_load(KuraRepo *repo, const char *version_id, char **ret_json_text, KuraErr *err);
+/* Delete the record of version_id: 1 removed, 0 there was none. */
+int kura_verify_record_forget(KuraRepo *repo, const char *version_id, KuraErr *err);
+/* Delete every record whose version manifest is gone, and temporary files in
+ * verify/ (needs KURA_LOCK_EXCLUSIVE; for forget/prune).  *ret_removed (may be
+ * NULL) counts them. */
+int kura_verify_records_prune(KuraRepo *repo, size_t *ret_removed, KuraErr *err);
+
 /* ---- keys --------------------------------------------------------------- */
 
 typedef struct KuraKeySlotInfo {

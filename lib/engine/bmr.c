@@ -58,6 +58,7 @@ typedef struct DiskPlan {
         uint64_t tgt_size;
         uint32_t tgt_ss;
         bool is_blk;
+        json_t *json;              /* the disk's object in the manifest (borrowed) */
 } DiskPlan;
 
 static void appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -219,6 +220,18 @@ static int target_check_free(const char *path, const char *repo_path, KuraErr *e
         return 0;
 }
 
+/* The partition's object in the manifest (same order: sorted by start). */
+static json_t *part_json(const DiskPlan *d, const KuraPartition *p) {
+        json_t *a = d->json ? json_object_get(d->json, "partitions") : NULL;
+        size_t i;
+        json_t *pe;
+        json_array_foreach(a, i, pe) {
+                if (json_integer_value(json_object_get(pe, "number")) == (json_int_t) p->number)
+                        return pe;
+        }
+        return NULL;
+}
+
 /* ---- planning -------------------------------------------------------------- */
 
 /* Filesystem blocks smaller than the target's sectors: made anew (see recreate_copy). */
@@ -250,6 +263,8 @@ static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraEr
                 pp->new_start = pp->src->start;
                 pp->new_size = pp->src->size;
                 pp->min_size = min_size_of(pp->src, pp->vol);
+                if (kura_disk_stack_present(part_json(d, pp->src)))
+                        pp->min_size = pp->src->size; /* LVM/LUKS: not shrunk */
                 if (pp->src->start % d->tgt_ss || pp->src->size % d->tgt_ss)
                         return kura_err(err, EINVAL, KURA_E_DISK_LAYOUT,
                                         "restore onto a disk with the original sector size",
@@ -323,7 +338,9 @@ done:
                 d->dst.parts[i].start = pp->new_start;
                 d->dst.parts[i].size = pp->new_size;
                 bool swap = strcmp(pp->src->role, "swap") == 0;
-                if (!pp->vol)
+                if (kura_disk_stack_present(part_json(d, pp->src)))
+                        pp->action = "re-create LVM/LUKS and restore its volumes";
+                else if (!pp->vol)
                         pp->action = swap ? "mkswap" : "table only";
                 else if (needs_recreate(pp, d->tgt_ss))
                         pp->action = "re-create for the sector size and copy files";
@@ -420,8 +437,8 @@ static int run_tool(const char *const argv[], const char *code, const char *what
         return 0;
 }
 
-static int restore_volume(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const char *vol,
-                          const char *target, uint64_t *written, KuraErr *err) {
+int kura_bmr_restore_volume(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const char *vol,
+                            const char *target, uint64_t *written, KuraErr *err) {
         KuraRestoreOpts ro = {.version = v->id,
                               .volume = vol,
                               .target = target,
@@ -457,7 +474,7 @@ static int load_boot_area(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersio
                 return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
                                       "cannot create a temporary file in %s", tmpdir_of(o));
         uint64_t w = 0;
-        int r = restore_volume(repo, o, v, d->boot_vol->name, tmp, &w, err);
+        int r = kura_bmr_restore_volume(repo, o, v, d->boot_vol->name, tmp, &w, err);
         uint8_t *buf = r >= 0 ? calloc(1, d->boot_vol->size) : NULL;
         if (r >= 0 && !buf)
                 r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
@@ -658,9 +675,36 @@ out_dir:
         return r;
 }
 
+/* Under UEFI, register the restored disk's loader in NVRAM (a replacement
+ * machine's is empty; the removable path is the fallback).  Only for a real
+ * disk of this machine: never for an image file. */
+static void register_efi_boot(const DiskPlan *d, const KuraPartition *esp, char **report) {
+        if (access("/sys/firmware/efi/efivars", F_OK) < 0 || !d->is_blk)
+                return;
+        char part[16];
+        snprintf(part, sizeof part, "%u", esp->number);
+        const char *argv[] = {"efibootmgr", "--quiet", "--create", "--disk", d->target, "--part", part,
+                              "--label", "kura restored system", "--loader", "\\EFI\\BOOT\\BOOTX64.EFI", NULL};
+        _cleanup_free_ char *out = NULL;
+        int r = kura_engine_run(argv, &out);
+        if (r == 0)
+                appendf(report, "  UEFI: boot entry \"kura restored system\" registered for %s partition %u\n",
+                        d->target, esp->number);
+        else
+                appendf(report, "  UEFI: efibootmgr could not register a boot entry (%s); the removable path "
+                        "\\EFI\\BOOT\\BOOTX64.EFI still boots\n",
+                        r == -ENOENT ? "efibootmgr is not installed" : out ? out : "failed");
+}
+
 static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, DiskPlan *d, PartPlan *pp,
                              const char *dev, KuraBmrResult *res, KuraErr *err) {
         const char *tmpd = tmpdir_of(o);
+        json_t *pe = part_json(d, pp->src);
+        if (kura_disk_stack_present(pe)) {
+                int h = kura_disk_stack_restore(repo, o, v, pe, dev, pp->new_size, &res->bytes_written, &res->report,
+                                                err);
+                return h < 0 ? h : 0;
+        }
         if (!pp->vol) {
                 if (strcmp(pp->src->role, "swap") != 0)
                         return 0;
@@ -676,7 +720,7 @@ static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVer
         }
         bool recreate = needs_recreate(pp, d->tgt_ss);
         if (pp->new_size >= pp->src->size && !recreate) {
-                int r = restore_volume(repo, o, v, pp->vol->name, dev, &res->bytes_written, err);
+                int r = kura_bmr_restore_volume(repo, o, v, pp->vol->name, dev, &res->bytes_written, err);
                 if (r < 0 || pp->new_size == pp->src->size)
                         return r;
                 r = kura_fs_grow(dev, pp->src->fs, tmpd, err);
@@ -694,7 +738,7 @@ static int restore_partition(KuraRepo *repo, const KuraBmrOpts *o, const KuraVer
                                       "for the used data",
                                       "cannot create a scratch file in %s", tmpd);
         close(fd);
-        int r = restore_volume(repo, o, v, pp->vol->name, tmp, &res->bytes_written, err);
+        int r = kura_bmr_restore_volume(repo, o, v, pp->vol->name, tmp, &res->bytes_written, err);
         if (r >= 0 && recreate)
                 r = recreate_copy(tmp, pp->src, dev, d->tgt_ss, tmpd, err);
         else if (r >= 0)
@@ -733,7 +777,7 @@ static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, 
         }
         for (size_t i = 0; i < d->src.nparts; i++) {
                 PartPlan *pp = &d->parts[i];
-                if (!pp->vol && strcmp(pp->src->role, "swap") != 0)
+                if (!pp->vol && strcmp(pp->src->role, "swap") != 0 && !kura_disk_stack_present(part_json(d, pp->src)))
                         continue;
                 char *dev = NULL;
                 int loop = -1;
@@ -749,6 +793,11 @@ static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, 
                         return r;
                 appendf(&res->report, "  %sp%u: %s done\n", d->name, pp->src->number, pp->action);
         }
+        for (size_t i = 0; i < d->src.nparts; i++)
+                if (strcmp(d->src.parts[i].role, "esp") == 0) {
+                        register_efi_boot(d, &d->src.parts[i], &res->report);
+                        break;
+                }
         return 0;
 }
 
@@ -795,6 +844,7 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                         continue;
                 snprintf(d->name, sizeof d->name, "%s", nm);
                 snprintf(d->src_path, sizeof d->src_path, "%s", sp);
+                d->json = dj;
                 r = kura_disk_layout_from_json(dj, &d->src, err);
                 if (r < 0)
                         goto out;
@@ -888,6 +938,10 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 if (r < 0)
                         goto out;
                 r = plan_disk(d, v, o->grow, err);
+                if (r < 0)
+                        goto out;
+                for (size_t k = 0; k < d->src.nparts && r >= 0; k++)
+                        r = kura_disk_stack_check(o, part_json(d, &d->src.parts[k]), err);
                 if (r < 0)
                         goto out;
         }

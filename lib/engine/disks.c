@@ -49,6 +49,33 @@ static char *keep(KuraDiskBackup *d, char *s) {
         return s;
 }
 
+int kura_disk_backup_add_source(KuraDiskBackup *d, const char *path, const char *name, const char *record_path,
+                                KuraErr *err) {
+        KuraBackupSource *ns = realloc(d->sources, (d->nsources + 1) * sizeof *ns);
+        if (ns)
+                d->sources = ns;
+        char *p = keep(d, strdup(path));
+        char *nm = keep(d, strdup(name));
+        char *rec = record_path ? keep(d, strdup(record_path)) : NULL;
+        if (!ns || !p || !nm || (record_path && !rec))
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        d->sources[d->nsources++] = (KuraBackupSource){.path = p, .name = nm, .record_path = rec};
+        return 0;
+}
+
+static int remember_loop(KuraDiskBackup *d, int loop, KuraErr *err) {
+        if (loop < 0)
+                return 0;
+        int *nl = realloc(d->loops, (d->nloops + 1) * sizeof *nl);
+        if (!nl) {
+                kura_partdev_release(loop);
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        }
+        d->loops = nl;
+        d->loops[d->nloops++] = loop;
+        return 0;
+}
+
 static int add_source(KuraDiskBackup *d, const char *disk, uint64_t off, uint64_t size, const char *name,
                       const char *suffix, KuraErr *err) {
         char *dev = NULL;
@@ -121,6 +148,25 @@ int kura_disk_backup_prepare(const char *const *disks, size_t n, unsigned first_
                                 r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
                                 break;
                         }
+                        /* LVM and LUKS: their volumes through the stack (consistent
+                         * snapshots of each logical volume, plaintext of LUKS). */
+                        if (copied && (!strcmp(p->role, "lvm") || !strcmp(p->role, "luks"))) {
+                                char *dev = NULL;
+                                int loop = -1;
+                                r = kura_partdev_attach(disk, p->start, p->size, false, &dev, &loop, err);
+                                if (r >= 0)
+                                        r = remember_loop(d, loop, err);
+                                int h = r >= 0 ? kura_disk_stack_backup(name, p, dev, pe, d, err) : r;
+                                free(dev);
+                                if (h < 0) {
+                                        r = h;
+                                        break;
+                                }
+                                if (h == 1) {
+                                        json_object_set_new(pe, "volume", json_null());
+                                        continue;
+                                }
+                        }
                         if (copied)
                                 r = add_source(d, disk, p->start, p->size, vname, suffix, err);
                 }
@@ -167,9 +213,11 @@ int kura_engine_run(const char *const argv[], char **ret_output) {
                 return e;
         }
         if (pid == 0) {
-                int nul = open("/dev/null", O_RDONLY);
-                if (nul >= 0)
+                int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (nul >= 0 && nul != 0) {
                         dup2(nul, 0);
+                        close(nul);
+                }
                 dup2(pfd[1], 1);
                 dup2(pfd[1], 2);
                 setenv("MTOOLS_SKIP_CHECK", "1", 1);

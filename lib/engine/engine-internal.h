@@ -28,3 +28,32 @@ int kura_fpcache_save(const char *dir, const char *repo_id, const char *volume_k
  * captured (last 4 KiB) into *ret_output (caller frees).  Its exit status,
  * -ENOENT when it is not installed, or -errno (lib/engine/disks.c). */
 int kura_engine_run(const char *const argv[], char **ret_output);
+
+/* ---- disks: LVM and LUKS stacks (lib/engine/disks-stack.c) -------------- */
+#include <jansson.h>
+#include "kura/disk.h"
+#include "kura/engine.h"
+
+/* Add a source that is already a device (no loop): lib/engine/disks.c. */
+int kura_disk_backup_add_source(KuraDiskBackup *d, const char *path, const char *name, const char *record_path,
+                                KuraErr *err);
+/* Restore one volume of version v onto target (a device or file): lib/engine/bmr.c. */
+int kura_bmr_restore_volume(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const char *vol,
+                            const char *target, uint64_t *written, KuraErr *err);
+
+/* Backup: partition p of disk (its block device dev, the kernel's node or a
+ * loop) is an LVM PV or LUKS container.  Returns 1 when the stack handled it:
+ * it added its own sources (each logical volume / the open LUKS mapping)
+ * with kura_disk_backup_add_source() and described itself in pe (the
+ * partition's JSON object: e.g. "lvm" / "luks" members); 0 to copy the
+ * partition raw; negative errno with err. */
+int kura_disk_stack_backup(const char *disk_name, const KuraPartition *p, const char *dev, json_t *pe,
+                           KuraDiskBackup *d, KuraErr *err);
+/* Does the partition's JSON carry a stack that kura_disk_stack_restore handles? */
+bool kura_disk_stack_present(const json_t *pe);
+/* bmr, before anything is written: what the stack needs is there (a LUKS key file). */
+int kura_disk_stack_check(const KuraBmrOpts *o, const json_t *pe, KuraErr *err);
+/* bmr: re-create the stack on dev (the new partition, new_size bytes) and
+ * restore its volumes.  Returns 1 when handled, 0 when pe has no stack. */
+int kura_disk_stack_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const json_t *pe,
+                            const char *dev, uint64_t new_size, uint64_t *written, char **report, KuraErr *err);

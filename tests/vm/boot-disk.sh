@@ -7,6 +7,17 @@
 #   tests/vm/boot-disk.sh --firmware bios|uefi --disk IMG [--disk IMG]...
 #                         --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide]
 #                         [--log FILE] [--mem MIB]
+#                         [--cdrom ISO] [--disk-rw IMG] [--nic SPEC]
+#                         [--fail-marker REGEX] [--sector-size 512|4096]
+#
+# --fail-marker REGEX: a console line matching it ends the boot at once with
+# status 1 (the guest failed: a GRUB prompt, the firmware's shell...).
+# --sector-size N: the disks have N-byte logical and physical sectors
+# (virtio-blk or nvme only; default: qemu's 512).
+# --cdrom ISO boots a CD image first (IDE, read-only; the disks may then be
+# left out).  --disk-rw IMG is a disk like --disk (same order, same bus) but
+# writable: the guest's writes reach IMG.  --nic SPEC is qemu's -nic (e.g.
+# user,model=virtio-net-pci: the guest reaches the host's loopback at 10.0.2.2).
 #
 # Exit status: 0 when a console line matches REGEX (grep -E), 1 if the guest
 # stopped (powered off, rebooted, crashed) without printing it, 124 if it did
@@ -15,33 +26,44 @@
 set -uo pipefail
 
 usage() {
-        echo "usage: $0 --firmware bios|uefi --disk IMG [--disk IMG]... --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide] [--log FILE] [--mem MIB]" >&2
+        echo "usage: $0 --firmware bios|uefi --disk IMG [--disk IMG]... --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide] [--log FILE] [--mem MIB] [--cdrom ISO] [--disk-rw IMG] [--nic SPEC] [--fail-marker REGEX] [--sector-size 512|4096]" >&2
         exit 126
 }
 say() { echo "vm: $*" >&2; }
 
 fw='' marker='' timeout=180 bus=virtio log='' mem=${KURA_VM_MEM:-512}
-disks=()
+disks=() cdrom='' nic=none
+rw=() # rw[i]=1: disks[i] is writable (--disk-rw)
 while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || usage
         case $1 in
         --firmware) fw=$2 ;;
-        --disk) disks+=("$2") ;;
+        --disk) disks+=("$2") rw+=(0) ;;
+        --disk-rw) disks+=("$2") rw+=(1) ;;
+        --cdrom) cdrom=$2 ;;
+        --nic) nic=$2 ;;
         --marker) marker=$2 ;;
         --timeout) timeout=$2 ;;
         --bus) bus=$2 ;;
         --log) log=$2 ;;
         --mem) mem=$2 ;;
+        --fail-marker) failmarker=$2 ;;
+        --sector-size) secsize=$2 ;;
         *) usage ;;
         esac
         shift 2
 done
-[ ${#disks[@]} -ge 1 ] && [ -n "$marker" ] || usage
+{ [ ${#disks[@]} -ge 1 ] || [ -n "$cdrom" ]; } && [ -n "$marker" ] || usage
 [[ "$timeout" =~ ^[0-9]+$ ]] && [ "$timeout" -gt 0 ] || usage
 [[ "$mem" =~ ^[0-9]+$ ]] || usage
+case ${secsize:=} in
+'') ;;
+512 | 4096) [ "$bus" = virtio ] || [ "$bus" = nvme ] || { say "--sector-size needs --bus virtio or nvme"; exit 126; } ;;
+*) usage ;;
+esac
 QEMU=$(command -v qemu-system-x86_64) || { say "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"; exit 126; }
 
-qargs=(-nodefaults -display none -vga none -nic none -no-reboot -m "$mem" -smp 1)
+qargs=(-nodefaults -display none -vga none -nic "$nic" -no-reboot -m "$mem" -smp 1)
 if [ "${KURA_VM_ACCEL:-tcg}" = kvm ]; then
         qargs+=(-accel kvm -cpu host)
 else
@@ -78,15 +100,31 @@ for img in "${disks[@]}"; do
         fmt=raw
         [[ "$img" == *.qcow2 ]] && fmt=qcow2
         drv="file=$img,format=$fmt,snapshot=on,id=d$i"
+        [ "${rw[i]}" = 1 ] && drv="file=$img,format=$fmt,id=d$i"
         case $bus in
-        virtio) qargs+=(-drive "$drv,if=virtio") ;;
+        virtio)
+                if [ -n "$secsize" ]; then
+                        qargs+=(-drive "$drv,if=none" -device "virtio-blk-pci,drive=d$i,logical_block_size=$secsize,physical_block_size=$secsize")
+                else
+                        qargs+=(-drive "$drv,if=virtio")
+                fi
+                ;;
         ide) qargs+=(-drive "$drv,if=ide") ;;
         sata) qargs+=(-drive "$drv,if=none" -device "ide-hd,drive=d$i,bus=ahci.$i") ;;
-        nvme) qargs+=(-drive "$drv,if=none" -device "nvme,drive=d$i,serial=kura$i") ;;
+        nvme) qargs+=(-drive "$drv,if=none" -device "nvme,drive=d$i,serial=kura$i${secsize:+,logical_block_size=$secsize,physical_block_size=$secsize}") ;;
         *) usage ;;
         esac
         i=$((i + 1))
 done
+
+if [ -n "$cdrom" ]; then
+        [ -f "$cdrom" ] || { say "--cdrom $cdrom does not exist"; exit 126; }
+        [[ "$cdrom" != *,* ]] || { say "--cdrom $cdrom: no commas, please"; exit 126; }
+        # Secondary IDE master, like a real CD drive; first in the boot order.
+        qargs+=(-drive "file=$cdrom,format=raw,media=cdrom,readonly=on,if=none,id=cd0"
+                -device "ide-cd,drive=cd0,bus=ide.1,bootindex=0")
+        disks=("$cdrom" "${disks[@]}") # named in the messages below
+fi
 
 t0=$EPOCHREALTIME
 # One guest at a time on this machine (two TCG guests on 2 cores each take
@@ -98,6 +136,7 @@ if ! flock -n 8; then
         say "waiting for another guest to finish ($lockdir/.boot.lock)"
         flock -w 900 8 || { say "another guest held $lockdir/.boot.lock for 15 min"; exit 125; }
 fi
+t0=$EPOCHREALTIME # the timeout (and the time reported) count from qemu's start, not from the wait
 # timeout(1): no qemu outlives this script by much, even if it is killed hard.
 timeout -k 5 $((timeout + 30)) "$QEMU" "${qargs[@]}" </dev/null >"$work/qemu.out" 2>&1 &
 qpid=$!
@@ -106,6 +145,11 @@ status=
 while :; do
         if tr -d '\r' <"$log" | grep -aqE -- "$marker"; then
                 status=0
+                break
+        fi
+        if [ -n "${failmarker:-}" ] && tr -d '\r' <"$log" | grep -aqE -- "$failmarker"; then
+                say "$fw boot of ${disks[0]}: failure marker /$failmarker/ seen"
+                status=1
                 break
         fi
         if ! kill -0 "$qpid" 2>/dev/null; then

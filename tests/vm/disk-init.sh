@@ -1,0 +1,185 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
+# /sbin/init of the root filesystem of kura's bootable test disks
+# (tests/vm/make-test-disk.sh); the initramfs (disk-initrd.sh) switch_root's
+# here with / mounted read-only.  busybox only.
+#
+# Prints one MARKER block on the console (format: tests/vm/README.md, "Bootable
+# test disks"), then powers off.  Every line is derived from the disk's bytes
+# (never from time or from the order devices appeared), so two boots of the
+# same disk print the same block.  Whatever cannot be read gives a line that
+# says so, never a crash.
+# shellcheck disable=SC3057 # busybox ash has ${var:offset:length}
+PATH=/bin:/sbin
+export PATH
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -e /sys/block ] || mount -t sysfs sysfs /sys
+[ -e /dev/null ] || mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp # / is read-only
+# Kernel messages (xfs, btrfs mounting) must not cut marker lines in two.
+echo "1 4 1 7" >/proc/sys/kernel/printk 2>/dev/null
+
+KVER=$(uname -r)
+for m in $(cat "/lib/modules/$KVER/kura/order" 2>/dev/null); do
+        insmod "/lib/modules/$KVER/kura/$m" 2>/dev/null
+done
+
+OUT=
+out() { OUT="$OUT$*
+"; }
+
+# hexdump of COUNT bytes at byte OFFSET of DEV, one string, no spaces
+hexat() { # DEV OFFSET COUNT
+        dd if="$1" bs=1 skip="$2" count="$3" 2>/dev/null | od -An -v -tx1 | tr -d ' \n'
+}
+# little-endian hex string -> decimal
+le() {
+        h=$1 r=
+        while [ -n "$h" ]; do
+                r=${h%"${h#??}"}$r
+                h=${h#??}
+        done
+        echo $((0x${r:-0}))
+}
+# 16 bytes as hex -> GUID text; $2=mixed: GPT/EFI byte order (first three fields little-endian)
+guid() {
+        h=$1
+        if [ "${2:-}" = mixed ]; then
+                echo "${h:6:2}${h:4:2}${h:2:2}${h:0:2}-${h:10:2}${h:8:2}-${h:14:2}${h:12:2}-${h:16:4}-${h:20:12}"
+        else
+                echo "${h:0:8}-${h:8:4}-${h:12:4}-${h:16:4}-${h:20:12}"
+        fi
+}
+upper() { echo "$1" | tr a-f A-F; }
+
+# ---- the root and its disk ---------------------------------------------------
+rootdev=
+majmin=$(awk '$5 == "/" { m = $3 } END { print m }' /proc/self/mountinfo 2>/dev/null)
+[ -n "$majmin" ] && rootdev=$(sed -n 's/^DEVNAME=//p' "/sys/dev/block/$majmin/uevent" 2>/dev/null)
+disk=
+[ -n "$rootdev" ] && disk=$(basename "$(dirname "$(readlink -f "/sys/class/block/$rootdev")")")
+[ -b "/dev/$disk" ] || disk=
+ss=512
+[ -n "$disk" ] && ss=$(cat "/sys/block/$disk/queue/logical_block_size")
+partdev() { # partition number -> /dev node on the boot disk
+        for p in /sys/block/"$disk"/"$disk"*; do
+                [ "$(cat "$p/partition" 2>/dev/null)" = "$1" ] && { echo "/dev/${p##*/}"; return 0; }
+        done
+        return 1
+}
+
+out "KURA-MARKER-BEGIN"
+if [ -n "$rootdev" ] && [ "$(hexat "/dev/$rootdev" 1080 2)" = 53ef ]; then
+        out "KURA-MARKER root-uuid=$(guid "$(hexat "/dev/$rootdev" 1128 16)")"
+else
+        out "KURA-MARKER root-uuid=unreadable (root device '${rootdev}' is not ext4)"
+fi
+
+# ---- the partition table (read from the disk, not from the kernel) ---------------
+swapdev=
+table=none
+if [ -z "$disk" ]; then
+        out "KURA-MARKER table=unreadable (no disk under the root device '$rootdev')"
+elif [ "$(hexat "/dev/$disk" "$ss" 8)" = 4546492050415254 ]; then
+        table=gpt
+        h=$(hexat "/dev/$disk" "$ss" 92)
+        out "KURA-MARKER table=gpt disk-guid=$(upper "$(guid "${h:112:32}" mixed)")"
+        elba=$(le "${h:144:16}")
+        n=$(le "${h:160:8}")
+        esz=$(le "${h:168:8}")
+        if [ "$n" -gt 1024 ] || [ "$esz" -lt 128 ] || [ "$esz" -gt 4096 ]; then
+                out "KURA-MARKER part table unreadable (entries=$n size=$esz)"
+                n=0
+        fi
+        i=0
+        dd if="/dev/$disk" bs="$ss" skip="$elba" count=$(((n * esz + ss - 1) / ss)) 2>/dev/null |
+                od -An -v -tx1 -w"$esz" | tr -d ' ' | head -n "$n" >/tmp/gpt-entries 2>/dev/null ||
+                : >/tmp/gpt-entries
+        while read -r e; do
+                i=$((i + 1))
+                case ${e:0:32} in
+                00000000000000000000000000000000) continue ;;
+                esac
+                type=$(upper "$(guid "${e:0:32}" mixed)")
+                name='' nh=${e:112:144}
+                while [ -n "$nh" ] && [ "${nh:0:4}" != 0000 ]; do
+                        if [ "${nh:2:2}" = 00 ]; then
+                                # shellcheck disable=SC2059
+                                name=$name$(printf "\\$(printf %o "0x${nh:0:2}")")
+                        else
+                                name="$name?"
+                        fi
+                        nh=${nh:4}
+                done
+                out "KURA-MARKER part $i type=$type uuid=$(upper "$(guid "${e:32:32}" mixed)") name=$name"
+                [ "$type" = 0657FD6D-A4AB-43C4-84E5-0933C84B4F4F ] && swapdev=$(partdev "$i")
+        done </tmp/gpt-entries
+        rm -f /tmp/gpt-entries
+elif [ "$(hexat "/dev/$disk" 510 2)" = 55aa ]; then
+        table=dos
+        sig=$(le "$(hexat "/dev/$disk" 440 4)")
+        sig=$(printf %08x "$sig")
+        out "KURA-MARKER table=dos disk-id=0x$sig"
+        h=$(hexat "/dev/$disk" 446 64)
+        for i in 1 2 3 4; do
+                e=${h:$(((i - 1) * 32)):32}
+                t=${e:8:2}
+                [ "$t" = 00 ] && continue
+                boot=no
+                [ "${e:0:2}" = 80 ] && boot=yes
+                out "KURA-MARKER part $i type=0x$t uuid=$sig-0$i boot=$boot"
+                [ "$t" = 82 ] && swapdev=$(partdev "$i")
+        done
+else
+        out "KURA-MARKER table=unreadable (no GPT header and no MBR signature on /dev/$disk)"
+fi
+
+# ---- known files -----------------------------------------------------------------
+# /etc/kura-marker.conf:  NAME FSTYPE UUID PATH...   (UUID "-": the root itself)
+while read -r name fstype uuid paths; do
+        case $name in '' | '#'*) continue ;; esac
+        dir=/
+        why=
+        if [ "$uuid" != - ]; then
+                dir=/mnt/$name
+                dev=$(findfs "UUID=$uuid" 2>/dev/null)
+                if [ -z "$dev" ]; then
+                        why="no filesystem UUID=$uuid"
+                else
+                        opts=ro
+                        [ "$fstype" = xfs ] && opts=ro,norecovery
+                        mount -t "$fstype" -o "$opts" "$dev" "$dir" 2>/dev/null ||
+                                why="cannot mount $fstype UUID=$uuid"
+                fi
+        fi
+        for p in $paths; do
+                if [ -n "$why" ]; then
+                        out "KURA-MARKER file $name:$p unreadable ($why)"
+                elif s=$(sha256sum <"$dir$p" 2>/dev/null); then
+                        out "KURA-MARKER file $name:$p sha256=${s%% *}"
+                else
+                        out "KURA-MARKER file $name:$p unreadable (no such file or read error)"
+                fi
+        done
+        [ "$dir" != / ] && umount "$dir" 2>/dev/null
+done </etc/kura-marker.conf
+
+# ---- swap ----------------------------------------------------------------------------
+if [ -z "$swapdev" ]; then
+        out "KURA-MARKER swap none"
+elif [ "$(hexat "$swapdev" 4086 10)" = 53574150535041434532 ]; then
+        out "KURA-MARKER swap uuid=$(guid "$(hexat "$swapdev" 1036 16)")"
+else
+        out "KURA-MARKER swap unreadable (no SWAPSPACE2 signature on $swapdev)"
+fi
+
+# ---- what the kernel said about the GPT -------------------------------------------------
+w=$(dmesg | sed 's/^\[[^]]*\] *//' | grep -a 'GPT' | tr '\n' '|' | sed 's/|$//; s/|/ | /g')
+out "KURA-MARKER gpt-warnings=${w:-none}"
+out "KURA-MARKER-END"
+
+echo "KURA-INFO disk=$disk root=$rootdev table=$table logical-sector-size=$ss kernel=$KVER" >/dev/console
+printf '%s' "$OUT" >/dev/console
+sync
+poweroff -f
+sleep 60
