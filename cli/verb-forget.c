@@ -62,6 +62,8 @@ int verb_prune(Cli *c, int argc, char **argv, KuraErr *err) {
         r = kura_repo_prune(repo, &st, err);
         if (r < 0)
                 return r;
+        /* Restore-test records of versions that are gone (repository.md §11). */
+        (void)kura_verify_records_prune(repo, NULL, NULL);
         if (c->json) {
                 _cleanup_json_ json_t *j = json_pack("{s:o}", "prune", prune_json(&st));
                 cli_json_print(j);
@@ -116,6 +118,7 @@ int verb_forget(Cli *c, int argc, char **argv, KuraErr *err) {
                 r = kura_version_forget(repo, ids[i], err);
                 if (r < 0)
                         return r;
+                (void)kura_verify_record_forget(repo, ids[i], NULL);
                 if (c->json)
                         json_array_append_new(forgotten, json_string(ids[i]));
                 else

@@ -515,8 +515,12 @@ static int run_disk(Ctx *c, json_t *dsrc, DiskRun *d, json_t *disks_out, KuraErr
         json_t *dj = json_pack("{s:s, s:s, s:I, s:s, s:I}", "name", nm, "path", sp, "size", (json_int_t) d->l.size,
                                "label", d->l.label, "sector_size", (json_int_t) d->l.sector_size);
         json_t *parts = json_array();
-        if (!dj || !parts || json_array_append_new(disks_out, dj) < 0) {
+        if (!dj || !parts) {
                 json_decref(dj);
+                json_decref(parts);
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        }
+        if (json_array_append_new(disks_out, dj) < 0) { /* dj is released by jansson */
                 json_decref(parts);
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         }
@@ -667,11 +671,23 @@ static void console_line(Console *cs, const regex_t *marker, const regex_t *fail
         size_t n = cs->len;
         while (n && (cs->line[n - 1] == '\r'))
                 cs->line[--n] = 0;
-        /* Strip the other carriage returns (firmware output) for matching. */
+        /* Strip the other carriage returns and the terminal escape
+         * sequences (ESC [ ... letter) of firmware output, for matching
+         * and for the report. */
         char *w = cs->line;
-        for (char *r = cs->line; *r; r++)
-                if (*r != '\r')
-                        *w++ = *r;
+        for (char *r = cs->line; *r; r++) {
+                if (*r == '\r')
+                        continue;
+                if (*r == 0x1b && r[1] == '[') {
+                        r += 2;
+                        while (*r && !((*r >= 'A' && *r <= 'Z') || (*r >= 'a' && *r <= 'z')))
+                                r++;
+                        if (!*r)
+                                break;
+                        continue;
+                }
+                *w++ = *r;
+        }
         *w = 0;
         if (cs->line[0]) {
                 snprintf(cs->tail[cs->ntail % 8], sizeof cs->tail[0], "%.159s", cs->line);
@@ -706,13 +722,26 @@ static void console_poll(Console *cs, const regex_t *marker, const regex_t *fail
         if (cs->len && !cs->ok && !cs->bad) {
                 char tmp[sizeof cs->line];
                 size_t k2 = 0;
-                for (size_t i = 0; i < cs->len; i++)
+                for (size_t i = 0; i < cs->len; i++) {
+                        if (cs->line[i] == 0x1b && i + 1 < cs->len && cs->line[i + 1] == '[') {
+                                /* ESC [ ... letter: a terminal control, not text */
+                                for (i += 2; i < cs->len; i++)
+                                        if ((cs->line[i] >= 'A' && cs->line[i] <= 'Z') ||
+                                            (cs->line[i] >= 'a' && cs->line[i] <= 'z'))
+                                                break;
+                                continue;
+                        }
                         if (cs->line[i] != '\r')
                                 tmp[k2++] = cs->line[i];
+                }
                 tmp[k2] = 0;
                 if (regexec(marker, tmp, 0, NULL, 0) == 0) {
                         cs->ok = true;
                         snprintf(cs->matched, sizeof cs->matched, "%.255s", tmp);
+                } else if (regexec(fail, tmp, 0, NULL, 0) == 0) {
+                        /* e.g. the UEFI shell's prompt, drawn with cursor moves and no newline */
+                        cs->bad = true;
+                        snprintf(cs->matched, sizeof cs->matched, "%.255s", tmp + (k2 > 255 ? k2 - 255 : 0));
                 } else if (final)
                         console_line(cs, marker, fail);
         }

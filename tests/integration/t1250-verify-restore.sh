@@ -152,13 +152,13 @@ jq -e --arg id "$V2" '.versions[] | select(.id == $id) | .verify_restore == null
 assert_contains "$T/err" KURA-E-DAMAGED "warning about the moved record"
 expect_fail 1 KURA-E-NOT-BMR-COMPLETE verify-restore --version "$V2" --tmpdir "$T/scratch"
 rm -f "$REPO/verify/$V2"
-# forget: check does not complain about the forgotten version's record.
+# forget removes the forgotten version's record; check does not complain.
 cp -a "$REPO" "$T/repo-forget"
 KURA_REPO=$T/repo-forget kok forget "$V1" --prune
 KURA_REPO=$T/repo-forget kok check
 KURA_REPO=$T/repo-forget kok versions --json
 jq -e --arg id "$V1" '[.versions[] | select(.id == $id)] == []' "$T/out" >/dev/null || fail "forgotten version still listed"
-[ -e "$T/repo-forget/verify/$V1" ] && info "note: forget leaves verify/${V1:0:12}... (obsolete record, ignored; see the spec §11)"
+[ -e "$T/repo-forget/verify/$V1" ] && fail "forget left the record verify/${V1:0:12}... behind"
 rm -rf "$T/repo-forget"
 
 # ---- (2) a damaged chunk of the ext4 partition ------------------------------------------
