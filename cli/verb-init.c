@@ -14,7 +14,7 @@ const char verb_init_help[] = "Usage: kura [--repo DIR] init [--no-encryption] [
                               "  --no-encryption     store chunks unencrypted (still checksummed)\n"
                               "  --kdf-memory SIZE   Argon2id memory (default 64M)\n"
                               "  --kdf-passes N      Argon2id passes (default 3)\n"
-                              "  --zstd-level N      compression level for new data (default 3)\n";
+                              "  --zstd-level N      compression level for new data, -7 to 22 (default 1)\n";
 
 enum { OPT_NO_ENC = OPT_VERB, OPT_KDF_MEM, OPT_KDF_PASSES, OPT_ZSTD };
 
@@ -46,9 +46,17 @@ int verb_init(Cli *c, int argc, char **argv, KuraErr *err) {
                         o.kdf_passes = (uint32_t)v;
                         break;
                 case OPT_ZSTD:
-                        if ((r = cli_parse_uint("--zstd-level", optarg, 22, &v, err)) < 0)
-                                return r;
-                        o.zstd_level = (int)v;
+                {
+                        /* -7..22 (negative: zstd's fast levels); 0 would mean "default". */
+                        char *end = NULL;
+                        errno = 0;
+                        long lv = strtol(optarg, &end, 10);
+                        if (errno || !end || *end || end == optarg || lv < -7 || lv > 22 || lv == 0)
+                                return cli_usage_error(err, "--zstd-level %s: use an integer from -7 to 22, not 0",
+                                                       optarg);
+                        o.zstd_level = (int)lv;
+                        (void)v;
+                }
                         break;
                 }
         }

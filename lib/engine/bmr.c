@@ -958,7 +958,7 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                         PartPlan *pp = &d->parts[k];
                         kura_format_bytes(pp->src->size, a, sizeof a);
                         kura_format_bytes(pp->new_size, b, sizeof b);
-                        appendf(&res->plan, "  %sp%u %-9s %-6s %s -> %s at byte %" PRIu64 ": %s\n", d->name,
+                        appendf(&res->plan, "  %sp%u %-9s %-11s %s -> %s at byte %" PRIu64 ": %s\n", d->name,
                                 pp->src->number, pp->src->role, pp->src->fs[0] ? pp->src->fs : "-", a, b,
                                 pp->new_start, pp->action);
                 }
