@@ -10,7 +10,7 @@
 
 const char verb_bmr_help[] =
         "Usage: kura bmr --version ID [--disk-map auto|SRC=DST,...] [--exclude-disk D]...\n"
-        "                [--grow PART] [--tmpdir DIR] [--luks-key-file FILE] [--dry-run] [--yes]\n"
+        "                [--grow PART] [--tmpdir DIR] [--luks-key-file FILE] [--add-drivers DIR] [--dry-run] [--yes]\n"
         "                [--threads N] [--json]\n"
         "\n"
         "Bare-metal recovery (wbadmin start sysrecovery): ERASE the target disks, recreate the\n"
@@ -26,6 +26,9 @@ const char verb_bmr_help[] =
         "  --tmpdir DIR       scratch space for shrinking (default $TMPDIR or /var/tmp)\n"
         "  --luks-key-file F  a passphrase or key file of the backed-up LUKS volumes (their\n"
         "                     headers are restored as they were); the file's bytes are the key\n"
+        "  --add-drivers DIR  new hardware: put the kernel modules in DIR (*.ko) into the\n"
+        "                     restored system and regenerate its initramfs in a chroot\n"
+        "                     (update-initramfs or dracut), like DISM /Add-Driver\n"
         "  --dry-run          print the plan and stop\n"
         "  --yes              do not ask (required when not on a terminal)\n"
         "\n"
@@ -33,7 +36,7 @@ const char verb_bmr_help[] =
         "small for the data is refused before anything is written.\n";
 
 enum { OPT_VERSION_ID = OPT_VERB, OPT_DISK_MAP, OPT_EXCLUDE, OPT_GROW, OPT_TMPDIR, OPT_DRY_RUN, OPT_YES, OPT_THREADS,
-       OPT_LUKS_KEY_FILE };
+       OPT_LUKS_KEY_FILE, OPT_ADD_DRIVERS };
 
 /* Ask on the terminal; anything but "yes" stops. */
 static bool confirm_tty(void *userdata, const char *plan) {
@@ -67,6 +70,7 @@ int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err) {
                 {"yes", no_argument, NULL, OPT_YES},
                 {"threads", required_argument, NULL, OPT_THREADS},
                 {"luks-key-file", required_argument, NULL, OPT_LUKS_KEY_FILE},
+                {"add-drivers", required_argument, NULL, OPT_ADD_DRIVERS},
                 {},
         };
         _cleanup_free_ const char **excl = calloc((size_t)argc + 1, sizeof *excl);
@@ -106,6 +110,9 @@ int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err) {
                         break;
                 case OPT_LUKS_KEY_FILE:
                         o.luks_key_file = optarg;
+                        break;
+                case OPT_ADD_DRIVERS:
+                        o.add_drivers = optarg;
                         break;
                 }
         }

@@ -147,6 +147,11 @@ typedef struct KuraBmrOpts {
         const char *luks_key_file;  /* opens restored LUKS volumes (their backed-up headers keep the old
                                      * passphrases and keys); its bytes are the key, as cryptsetup --key-file
                                      * reads it.  NULL: a version with LUKS volumes is refused before writing. */
+        /* Dissimilar hardware (DISM driver injection): kernel modules (*.ko*) in this
+         * directory go into the restored system's /lib/modules/KVER/updates/kura,
+         * are named in its /etc/initramfs-tools/modules, and its initramfs is
+         * regenerated in a chroot (update-initramfs, else dracut).  NULL: none. */
+        const char *add_drivers;
 } KuraBmrOpts;
 
 typedef struct KuraBmrResult {

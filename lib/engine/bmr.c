@@ -801,6 +801,202 @@ static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, 
         return 0;
 }
 
+/* ---- dissimilar hardware: drivers into the restored system ------------------- */
+
+static int copy_file(const char *from, const char *to) {
+        _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+                return -errno;
+        _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (out < 0)
+                return -errno;
+        char buf[65536];
+        for (;;) {
+                ssize_t n = read(in, buf, sizeof buf);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        break;
+                if (write(out, buf, (size_t) n) != n)
+                        return -EIO;
+        }
+        return fsync(out) < 0 ? -errno : 0;
+}
+
+/* Put the modules of dir into the system mounted at root and regenerate its
+ * initramfs there.  Returns the number of kernels handled. */
+static int inject_drivers(const char *root, const char *dir, char **report, KuraErr *err) {
+        DIR *dd = opendir(dir);
+        if (!dd)
+                return kura_err_errno(err, -errno, KURA_E_USAGE, "give --add-drivers a directory of kernel modules",
+                                      "cannot read --add-drivers %s", dir);
+        char mods[64][256];
+        size_t nmods = 0;
+        struct dirent *de;
+        while ((de = readdir(dd)) && nmods < ELEMENTSOF(mods))
+                if (strstr(de->d_name, ".ko") && de->d_name[0] != '.')
+                        snprintf(mods[nmods++], sizeof mods[0], "%s", de->d_name);
+        closedir(dd);
+        if (nmods == 0)
+                return kura_err(err, ENOENT, KURA_E_USAGE, "put the .ko files of the new hardware's drivers there",
+                                "--add-drivers %s holds no kernel module (*.ko, *.ko.xz, *.ko.zst)", dir);
+        _cleanup_free_ char *mdir = kura_asprintf("%s/lib/modules", root);
+        DIR *kd = mdir ? opendir(mdir) : NULL;
+        if (!kd)
+                return kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "", "the restored system has no /lib/modules");
+        int nk = 0, r = 0;
+        while (r >= 0 && (de = readdir(kd))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                _cleanup_free_ char *up = kura_asprintf("%s/%s/updates", mdir, de->d_name);
+                _cleanup_free_ char *dst = kura_asprintf("%s/%s/updates/kura", mdir, de->d_name);
+                if (!up || !dst)
+                        return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                (void) mkdir(up, 0755);
+                if (mkdir(dst, 0755) < 0 && errno != EEXIST) {
+                        r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot create %s", dst);
+                        break;
+                }
+                for (size_t i = 0; i < nmods && r >= 0; i++) {
+                        _cleanup_free_ char *f = kura_asprintf("%s/%s", dir, mods[i]);
+                        _cleanup_free_ char *t = kura_asprintf("%s/%s", dst, mods[i]);
+                        int c = f && t ? copy_file(f, t) : -ENOMEM;
+                        if (c < 0)
+                                r = kura_err_errno(err, c, KURA_E_TARGET_IO, "", "cannot copy %s into the restored "
+                                                   "system", mods[i]);
+                }
+                const char *dm[] = {"depmod", "-b", root, de->d_name, NULL};
+                if (r >= 0)
+                        r = run_tool(dm, KURA_E_TOOL_MISSING, "indexing the added drivers", err);
+                nk++;
+        }
+        closedir(kd);
+        if (r < 0)
+                return r;
+        /* Name them for the initramfs (Debian's initramfs-tools; dracut reads
+         * its own config and is run with --add-drivers below). */
+        _cleanup_free_ char *itd = kura_asprintf("%s/etc/initramfs-tools", root);
+        _cleanup_free_ char *mf = kura_asprintf("%s/etc/initramfs-tools/modules", root);
+        char names[2048] = "";
+        for (size_t i = 0; i < nmods; i++) {
+                char n[256];
+                snprintf(n, sizeof n, "%.*s", 250, mods[i]);
+                char *ko = strstr(n, ".ko");
+                if (ko)
+                        *ko = 0;
+                size_t l = strlen(names);
+                snprintf(names + l, sizeof names - l, "%s%s", l ? " " : "", n);
+        }
+        if (itd && mf && access(itd, F_OK) == 0) {
+                FILE *f = fopen(mf, "ae");
+                if (!f)
+                        return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot update %s", mf);
+                fprintf(f, "# added by kura bmr --add-drivers\n");
+                for (const char *q = names; *q;) {
+                        size_t l = strcspn(q, " ");
+                        fprintf(f, "%.*s\n", (int) l, q);
+                        q += l + (q[l] == ' ');
+                }
+                if (fclose(f) != 0)
+                        return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot update %s", mf);
+        }
+        /* The system's own tool, in a chroot with /dev, /proc and /sys. */
+        const char *binds[] = {"dev", "proc", "sys"};
+        bool bound[3] = {false, false, false};
+        for (int i = 0; i < 3; i++) {
+                _cleanup_free_ char *t = kura_asprintf("%s/%s", root, binds[i]);
+                _cleanup_free_ char *src = kura_asprintf("/%s", binds[i]);
+                if (t && src) {
+                        (void) mkdir(t, 0755);
+                        bound[i] = mount(src, t, NULL, MS_BIND | MS_REC, NULL) == 0;
+                }
+        }
+        _cleanup_free_ char *ui = kura_asprintf("%s/usr/sbin/update-initramfs", root);
+        _cleanup_free_ char *ui2 = kura_asprintf("%s/sbin/update-initramfs", root);
+        _cleanup_free_ char *dr = kura_asprintf("%s/usr/bin/dracut", root);
+        _cleanup_free_ char *out = NULL;
+        int rc;
+        const char *tool;
+        if ((ui && access(ui, X_OK) == 0) || (ui2 && access(ui2, X_OK) == 0)) {
+                const char *argv[] = {"chroot", root, "update-initramfs", "-u", "-k", "all", NULL};
+                tool = "update-initramfs";
+                rc = kura_engine_run(argv, &out);
+        } else if (dr && access(dr, X_OK) == 0) {
+                const char *argv[] = {"chroot", root, "dracut", "--force", "--regenerate-all", "--add-drivers", names,
+                                      NULL};
+                tool = "dracut";
+                rc = kura_engine_run(argv, &out);
+        } else {
+                tool = NULL;
+                rc = -ENOENT;
+        }
+        for (int i = 2; i >= 0; i--)
+                if (bound[i]) {
+                        _cleanup_free_ char *t = kura_asprintf("%s/%s", root, binds[i]);
+                        if (t)
+                                (void) umount2(t, MNT_DETACH);
+                }
+        if (!tool)
+                return kura_err(err, ENOENT, KURA_E_TOOL_MISSING,
+                                "install initramfs-tools or dracut in the system before its backup, or add the drivers "
+                                "by hand",
+                                "the restored system has neither update-initramfs nor dracut to regenerate its "
+                                "initramfs with the added drivers");
+        if (rc != 0)
+                return kura_err(err, EIO, KURA_E_TOOL_MISSING, "read the tool's output above",
+                                "%s in the restored system failed (exit %d): %s", tool, rc, out ? out : "");
+        appendf(report, "  drivers: %s added for %d kernel%s, initramfs regenerated with %s\n", names, nk,
+                nk == 1 ? "" : "s", tool);
+        return nk;
+}
+
+/* The restored root filesystem (one with /etc and /lib/modules) among the
+ * restored partitions: mounted under tmpdir for inject_drivers(). */
+static int add_drivers(const KuraBmrOpts *o, DiskPlan *plans, size_t nplans, char **report, KuraErr *err) {
+        _cleanup_free_ char *mnt = kura_asprintf("%s/kura-bmr-root.XXXXXX", tmpdir_of(o));
+        if (!mnt || !mkdtemp(mnt))
+                return kura_err_errno(err, mnt ? -errno : -ENOMEM, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
+                                      "cannot make a mount point in %s", tmpdir_of(o));
+        int r = 0;
+        bool done = false;
+        for (size_t i = 0; i < nplans && !done && r >= 0; i++) {
+                DiskPlan *d = &plans[i];
+                for (size_t k = 0; k < d->src.nparts && !done && r >= 0; k++) {
+                        const PartPlan *pp = &d->parts[k];
+                        const char *fs = pp->src->fs;
+                        if (!pp->vol || !(fs_ext(fs) || fs_is(fs, "xfs") || fs_is(fs, "btrfs")))
+                                continue;
+                        char *dev = NULL;
+                        int loop = -1;
+                        r = kura_partdev_attach(d->target, pp->new_start, pp->new_size, true, &dev, &loop, err);
+                        if (r < 0)
+                                break;
+                        if (mount(dev, mnt, fs, 0, fs_is(fs, "xfs") ? "nouuid" : NULL) == 0) {
+                                _cleanup_free_ char *etc = kura_asprintf("%s/etc", mnt);
+                                _cleanup_free_ char *lm = kura_asprintf("%s/lib/modules", mnt);
+                                if (etc && lm && access(etc, F_OK) == 0 && access(lm, F_OK) == 0) {
+                                        appendf(report, "  drivers: the restored system's root is %sp%u\n", d->name,
+                                                pp->src->number);
+                                        r = inject_drivers(mnt, o->add_drivers, report, err);
+                                        done = true;
+                                }
+                                if (umount2(mnt, 0) < 0 && r >= 0)
+                                        r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot unmount %s", mnt);
+                        }
+                        free(dev);
+                        kura_partdev_release(loop);
+                }
+        }
+        rmdir(mnt);
+        if (r >= 0 && !done)
+                r = kura_err(err, ENOENT, KURA_E_DISK_LAYOUT,
+                             "add the drivers by hand (a root on LVM or LUKS is not searched yet)",
+                             "--add-drivers: no restored filesystem holds a system (/etc and /lib/modules)");
+        return r < 0 ? r : 0;
+}
+
 int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraErr *err) {
         memset(res, 0, sizeof *res);
         double t0 = kura_mono();
@@ -963,6 +1159,24 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                                 pp->new_start, pp->action);
                 }
         }
+        if (o->add_drivers) {
+                /* The drivers are checked before the disks are touched. */
+                DIR *dd = opendir(o->add_drivers);
+                size_t nko = 0;
+                struct dirent *de;
+                while (dd && (de = readdir(dd)))
+                        nko += strstr(de->d_name, ".ko") != NULL;
+                if (dd)
+                        closedir(dd);
+                if (!dd || nko == 0) {
+                        r = kura_err(err, ENOENT, KURA_E_USAGE, "give --add-drivers a directory of kernel modules (*.ko)",
+                                     "--add-drivers %s: %s; nothing was written", o->add_drivers,
+                                     dd ? "no kernel module in it" : "cannot open it");
+                        goto out;
+                }
+                appendf(&res->plan, "drivers: %zu kernel module(s) from %s go into the restored system's initramfs\n",
+                        nko, o->add_drivers);
+        }
         if (o->dry_run) {
                 r = 0;
                 goto out;
@@ -975,6 +1189,11 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
         for (size_t i = 0; i < nplans; i++) {
                 appendf(&res->report, "%s -> %s\n", plans[i].name, plans[i].target);
                 r = run_disk(repo, o, v, &plans[i], res, err);
+                if (r < 0)
+                        goto out;
+        }
+        if (o->add_drivers) {
+                r = add_drivers(o, plans, nplans, &res->report, err);
                 if (r < 0)
                         goto out;
         }

@@ -153,6 +153,13 @@ chmod 755 "$R/sbin/init"
 cp "$KROOT/boot/vmlinuz-$KVER" "$R/boot/vmlinuz-$KVER"
 cp "$work/initrd.img" "$R/boot/initrd.img-$KVER"
 copy_modules "$R/lib/modules/$KVER/kura" crc32c_generic fat vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 xfs btrfs
+# What the system's own update-initramfs needs (kura bmr --add-drivers runs it in a chroot).
+mkdir -p "$R/usr/sbin" "$R/usr/share/kura-initramfs" "$R/etc/initramfs-tools"
+cp "$HERE/disk-update-initramfs.sh" "$R/usr/sbin/update-initramfs"
+chmod 755 "$R/usr/sbin/update-initramfs"
+cp "$ird/init" "$R/usr/share/kura-initramfs/init"
+cp -r "$ird/modules" "$R/usr/share/kura-initramfs/modules"
+echo "# modules to put in the initramfs and load at boot (one a line)" >"$R/etc/initramfs-tools/modules"
 rand root-known 262144 >"$R/etc/kura-known.bin"
 text root 50 >"$R/etc/kura-known.txt"
 CMDLINE="root=UUID=$ROOT_UUID ro console=ttyS0,115200 quiet panic=-1"
