@@ -10,7 +10,8 @@
 
 const char verb_bmr_help[] =
         "Usage: kura bmr --version ID [--disk-map auto|SRC=DST,...] [--exclude-disk D]...\n"
-        "                [--grow PART] [--tmpdir DIR] [--luks-key-file FILE] [--add-drivers DIR] [--dry-run] [--yes]\n"
+        "                [--grow PART] [--tmpdir DIR] [--luks-key-file FILE] [--add-drivers DIR]\n"
+        "                [--reinstall-bootloader uefi|bios|auto] [--dry-run] [--yes]\n"
         "                [--threads N] [--json]\n"
         "\n"
         "Bare-metal recovery (wbadmin start sysrecovery): ERASE the target disks, recreate the\n"
@@ -29,6 +30,10 @@ const char verb_bmr_help[] =
         "  --add-drivers DIR  new hardware: put the kernel modules in DIR (*.ko) into the\n"
         "                     restored system and regenerate its initramfs in a chroot\n"
         "                     (update-initramfs or dracut), like DISM /Add-Driver\n"
+        "  --reinstall-bootloader F  the new machine boots with F (auto: this one's firmware);\n"
+        "                     BIOS -> UEFI makes a 64 MiB ESP at the disk's end (free space\n"
+        "                     or shrinking the last partitions; the plan says which) and\n"
+        "                     installs GRUB for UEFI there\n"
         "  --dry-run          print the plan and stop\n"
         "  --yes              do not ask (required when not on a terminal)\n"
         "\n"
@@ -36,7 +41,7 @@ const char verb_bmr_help[] =
         "small for the data is refused before anything is written.\n";
 
 enum { OPT_VERSION_ID = OPT_VERB, OPT_DISK_MAP, OPT_EXCLUDE, OPT_GROW, OPT_TMPDIR, OPT_DRY_RUN, OPT_YES, OPT_THREADS,
-       OPT_LUKS_KEY_FILE, OPT_ADD_DRIVERS };
+       OPT_LUKS_KEY_FILE, OPT_ADD_DRIVERS, OPT_REINSTALL };
 
 /* Ask on the terminal; anything but "yes" stops. */
 static bool confirm_tty(void *userdata, const char *plan) {
@@ -71,6 +76,7 @@ int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err) {
                 {"threads", required_argument, NULL, OPT_THREADS},
                 {"luks-key-file", required_argument, NULL, OPT_LUKS_KEY_FILE},
                 {"add-drivers", required_argument, NULL, OPT_ADD_DRIVERS},
+                {"reinstall-bootloader", required_argument, NULL, OPT_REINSTALL},
                 {},
         };
         _cleanup_free_ const char **excl = calloc((size_t)argc + 1, sizeof *excl);
@@ -113,6 +119,9 @@ int verb_bmr(Cli *c, int argc, char **argv, KuraErr *err) {
                         break;
                 case OPT_ADD_DRIVERS:
                         o.add_drivers = optarg;
+                        break;
+                case OPT_REINSTALL:
+                        o.reinstall_bootloader = optarg;
                         break;
                 }
         }

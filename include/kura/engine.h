@@ -152,6 +152,11 @@ typedef struct KuraBmrOpts {
          * are named in its /etc/initramfs-tools/modules, and its initramfs is
          * regenerated in a chroot (update-initramfs, else dracut).  NULL: none. */
         const char *add_drivers;
+        /* "uefi", "bios" or "auto" (this machine's firmware): boot the restored
+         * system with that firmware.  BIOS -> UEFI on a disk without an ESP makes
+         * one (64 MiB at the end) and installs GRUB for UEFI there.  NULL: keep
+         * the boot loaders as backed up. */
+        const char *reinstall_bootloader;
 } KuraBmrOpts;
 
 typedef struct KuraBmrResult {

@@ -59,6 +59,9 @@ typedef struct DiskPlan {
         uint32_t tgt_ss;
         bool is_blk;
         json_t *json;              /* the disk's object in the manifest (borrowed) */
+        bool add_esp;              /* --reinstall-bootloader uefi on a disk without an ESP */
+        KuraPartition new_esp;     /* the ESP made for it (start/size on the target) */
+        const char *esp_taken;     /* where its space came from */
 } DiskPlan;
 
 static void appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -242,12 +245,14 @@ static bool needs_recreate(const PartPlan *pp, uint32_t ss) {
 }
 
 
+#define NEW_ESP_SIZE (64 * MIB)
+
 static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraErr *err) {
         const KuraDiskLayout *s = &d->src;
         size_t n = s->nparts;
-        d->parts = calloc(n ? n : 1, sizeof *d->parts);
+        d->parts = calloc(n + 1, sizeof *d->parts);
         d->dst = *s;
-        d->dst.parts = calloc(n ? n : 1, sizeof *d->dst.parts);
+        d->dst.parts = calloc(n + 1, sizeof *d->dst.parts);
         if (!d->parts || !d->dst.parts)
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         memcpy(d->dst.parts, s->parts, n * sizeof *s->parts);
@@ -292,7 +297,18 @@ static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraEr
         uint64_t src_end = n ? s->parts[n - 1].start + s->parts[n - 1].size : 0;
         uint64_t src_avail = avail_end(s->label, s->size, s->sector_size);
         uint64_t tgt_avail = avail_end(s->label, d->tgt_size, d->tgt_ss);
-        bool same = d->tgt_size == s->size && d->tgt_ss == s->sector_size;
+        uint64_t esp_end = tgt_avail;
+        if (d->add_esp) {
+                /* Room for the new ESP at the end: free space of a larger disk
+                 * first, else taken from the partitions that can shrink. */
+                if (tgt_avail < NEW_ESP_SIZE + MIB)
+                        return kura_err(err, ENOSPC, KURA_E_TARGET_TOO_SMALL, "use a larger disk",
+                                        "target %s has no room for an ESP", d->target);
+                tgt_avail -= NEW_ESP_SIZE;
+                d->esp_taken = src_end <= tgt_avail ? "free space at the end of the disk"
+                                                     : "space of the last partitions, shrunk";
+        }
+        bool same = d->tgt_size == s->size && d->tgt_ss == s->sector_size && !d->add_esp;
         if (n == 0 || same)
                 goto done;
         if (tgt_avail > src_avail && src_end <= src_avail) {
@@ -357,6 +373,27 @@ done:
             d->dst.parts[n - 1].start + d->dst.parts[n - 1].size > avail_end(s->label, d->tgt_size, d->tgt_ss) + MIB)
                 return kura_err(err, EINVAL, KURA_E_INTERNAL, "report this", "layout planning overran %s", d->target);
         d->dst.last_usable = 0; /* libfdisk computes it for the target */
+        if (d->add_esp) {
+                unsigned num = 0;
+                for (size_t i = 0; i < n; i++)
+                        num = KURA_MAX(num, s->parts[i].number);
+                bool gpt = strcmp(s->label, "gpt") == 0;
+                if (!gpt && num >= 4)
+                        return kura_err(err, ENOSPC, KURA_E_DISK_LAYOUT,
+                                        "free a primary partition slot, or convert the disk to GPT first",
+                                        "%s: an MBR table with 4 primary partitions has no slot for an ESP", d->name);
+                KuraPartition *e = &d->new_esp;
+                memset(e, 0, sizeof *e);
+                e->number = num + 1;
+                e->start = esp_end - NEW_ESP_SIZE;
+                e->size = NEW_ESP_SIZE;
+                snprintf(e->type, sizeof e->type, "%s", gpt ? "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" : "0xEF");
+                snprintf(e->name, sizeof e->name, "%s", gpt ? "EFI System" : "");
+                snprintf(e->fs, sizeof e->fs, "vfat");
+                snprintf(e->role, sizeof e->role, "esp");
+                d->dst.parts[n] = *e;
+                d->dst.nparts = n + 1;
+        }
         return 0;
 }
 
@@ -997,6 +1034,119 @@ static int add_drivers(const KuraBmrOpts *o, DiskPlan *plans, size_t nplans, cha
         return r < 0 ? r : 0;
 }
 
+/* ---- BIOS -> UEFI: a new ESP with GRUB for UEFI ------------------------------ */
+
+/* GRUB for UEFI, built from this system's GRUB modules (grub-efi-amd64-bin)
+ * with an early config that finds the restored /boot/grub by filesystem UUID.
+ * It is not signed: Secure Boot must be off for it (the report says so). */
+static const char *const efi_mods[] = {
+        "part_gpt", "part_msdos", "fat", "ext2", "xfs", "btrfs", "search", "search_fs_uuid", "search_label",
+        "normal", "configfile", "linux", "echo", "test", "gzio", "serial", "terminal", "terminfo", "all_video",
+        "font", "gfxterm", "ls", "cat", "halt", "reboot", "minicmd", "loadenv", "sleep", "boot", NULL};
+
+static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plans, size_t nplans, char **report,
+                        KuraErr *err) {
+        const char *tmpd = tmpdir_of(o);
+        _cleanup_free_ char *work = kura_asprintf("%s/kura-bmr-efi.XXXXXX", tmpd);
+        if (!work || !mkdtemp(work))
+                return kura_err_errno(err, work ? -errno : -ENOMEM, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
+                                      "cannot make a scratch directory in %s", tmpd);
+        _cleanup_free_ char *mnt = kura_asprintf("%s/m", work);
+        _cleanup_free_ char *cfg = kura_asprintf("%s/early.cfg", work);
+        _cleanup_free_ char *img = kura_asprintf("%s/grubx64.efi", work);
+        int r = 0;
+        char root_uuid[64] = "", prefix[32] = "";
+        if (!mnt || !cfg || !img || mkdir(mnt, 0700) < 0) {
+                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                goto out;
+        }
+        /* Which restored filesystem holds GRUB's configuration? */
+        for (size_t i = 0; i < nplans && !root_uuid[0] && r >= 0; i++) {
+                DiskPlan *d = &plans[i];
+                for (size_t k = 0; k < d->src.nparts && !root_uuid[0]; k++) {
+                        const PartPlan *pp = &d->parts[k];
+                        const char *fs = pp->src->fs;
+                        if (!pp->vol || !pp->src->fs_uuid[0] || !(fs_ext(fs) || fs_is(fs, "xfs") || fs_is(fs, "btrfs")))
+                                continue;
+                        char *dev = NULL;
+                        int loop = -1;
+                        if (kura_partdev_attach(d->target, pp->new_start, pp->new_size, false, &dev, &loop, NULL) < 0)
+                                continue;
+                        if (mount(dev, mnt, fs, MS_RDONLY, fs_is(fs, "xfs") ? "nouuid,norecovery" : NULL) == 0) {
+                                _cleanup_free_ char *a = kura_asprintf("%s/boot/grub/grub.cfg", mnt);
+                                _cleanup_free_ char *b = kura_asprintf("%s/grub/grub.cfg", mnt);
+                                if (a && access(a, F_OK) == 0)
+                                        snprintf(prefix, sizeof prefix, "/boot/grub");
+                                else if (b && access(b, F_OK) == 0)
+                                        snprintf(prefix, sizeof prefix, "/grub");
+                                if (prefix[0])
+                                        snprintf(root_uuid, sizeof root_uuid, "%s", pp->src->fs_uuid);
+                                (void) umount2(mnt, 0);
+                        }
+                        free(dev);
+                        kura_partdev_release(loop);
+                }
+        }
+        if (!root_uuid[0]) {
+                r = kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "install GRUB for UEFI by hand (grub-install in a chroot)",
+                             "--reinstall-bootloader: no restored filesystem holds /boot/grub/grub.cfg");
+                goto out;
+        }
+        FILE *f = fopen(cfg, "we");
+        if (!f) {
+                r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot write %s", cfg);
+                goto out;
+        }
+        fprintf(f, "search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)%s\n", root_uuid, prefix);
+        fclose(f);
+        const char *mk[64] = {"grub-mkimage", "-O", "x86_64-efi", "-p", prefix, "-c", cfg, "-o", img};
+        int a = 9;
+        for (int i = 0; efi_mods[i] && a < 62; i++)
+                mk[a++] = efi_mods[i];
+        mk[a] = NULL;
+        r = run_tool(mk, KURA_E_TOOL_MISSING, "building GRUB for UEFI (grub-efi-amd64-bin)", err);
+        if (r < 0)
+                goto out;
+        /* The new ESP: FAT32, the loader on the removable path and beside it. */
+        char *dev = NULL;
+        int loop = -1;
+        r = kura_partdev_attach(esp_disk->target, esp_disk->new_esp.start, esp_disk->new_esp.size, true, &dev, &loop,
+                                err);
+        if (r < 0)
+                goto out;
+        const char *mkfs[] = {"mkfs.vfat", "-I", "-F", "32", "-n", "EFI", dev, NULL};
+        const char *md[] = {"mmd", "-i", dev, "::/EFI", "::/EFI/BOOT", "::/EFI/kura", NULL};
+        const char *c1[] = {"mcopy", "-i", dev, img, "::/EFI/BOOT/BOOTX64.EFI", NULL};
+        const char *c2[] = {"mcopy", "-i", dev, img, "::/EFI/kura/grubx64.efi", NULL};
+        r = run_tool(mkfs, KURA_E_TOOL_MISSING, "making the ESP (dosfstools)", err);
+        if (r >= 0)
+                r = run_tool(md, KURA_E_TOOL_MISSING, "filling the ESP (mtools)", err);
+        if (r >= 0)
+                r = run_tool(c1, KURA_E_TOOL_MISSING, "filling the ESP (mtools)", err);
+        if (r >= 0)
+                r = run_tool(c2, KURA_E_TOOL_MISSING, "filling the ESP (mtools)", err);
+        KuraVolumeProbe vp;
+        if (r >= 0 && kura_volume_probe(dev, &vp, NULL) >= 0)
+                snprintf(esp_disk->new_esp.fs_uuid, sizeof esp_disk->new_esp.fs_uuid, "%s", vp.uuid);
+        free(dev);
+        kura_partdev_release(loop);
+        if (r < 0)
+                goto out;
+        appendf(report, "  %sp%u: new ESP (%s) made from %s; GRUB for UEFI installed as \\EFI\\BOOT\\BOOTX64.EFI, "
+                "finding /boot/grub on UUID %s (unsigned: Secure Boot must be off)\n",
+                esp_disk->name, esp_disk->new_esp.number, esp_disk->new_esp.fs_uuid, esp_disk->esp_taken, root_uuid);
+        register_efi_boot(esp_disk, &esp_disk->new_esp, report);
+out:
+        if (img)
+                unlink(img);
+        if (cfg)
+                unlink(cfg);
+        if (mnt)
+                rmdir(mnt);
+        rmdir(work);
+        return r;
+}
+
 int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraErr *err) {
         memset(res, 0, sizeof *res);
         double t0 = kura_mono();
@@ -1133,6 +1283,31 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 r = target_check_free(d->target, kura_repo_path(repo), err);
                 if (r < 0)
                         goto out;
+                if (o->reinstall_bootloader) {
+                        const char *fw = o->reinstall_bootloader;
+                        if (!strcmp(fw, "auto"))
+                                fw = access("/sys/firmware/efi", F_OK) == 0 ? "uefi" : "bios";
+                        bool has_esp = false, has_bios = strcmp(d->src.label, "dos") == 0;
+                        for (size_t k = 0; k < d->src.nparts; k++) {
+                                has_esp |= !strcmp(d->src.parts[k].role, "esp");
+                                has_bios |= !strcmp(d->src.parts[k].role, "bios-boot");
+                        }
+                        if (!strcmp(fw, "uefi") && !has_esp && i == 0)
+                                d->add_esp = true;
+                        else if (!strcmp(fw, "bios") && !has_bios) {
+                                r = kura_err(err, ENOTSUP, KURA_E_DISK_LAYOUT,
+                                             "restore it onto a UEFI machine, or install GRUB for BIOS by hand "
+                                             "(grub-install in a chroot)",
+                                             "%s boots with UEFI only; moving it to BIOS (a BIOS boot partition) is "
+                                             "not supported yet; nothing was written",
+                                             d->name);
+                                goto out;
+                        } else if (strcmp(fw, "uefi") && strcmp(fw, "bios")) {
+                                r = kura_err(err, EINVAL, KURA_E_USAGE, "use uefi, bios or auto",
+                                             "--reinstall-bootloader %s", o->reinstall_bootloader);
+                                goto out;
+                        }
+                }
                 r = plan_disk(d, v, o->grow, err);
                 if (r < 0)
                         goto out;
@@ -1159,6 +1334,14 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                                 pp->new_start, pp->action);
                 }
         }
+        for (size_t i = 0; i < nplans; i++)
+                if (plans[i].add_esp) {
+                        char a[32];
+                        kura_format_bytes(plans[i].new_esp.size, a, sizeof a);
+                        appendf(&res->plan, "  %sp%u esp       vfat        new %s at byte %" PRIu64
+                                ": made for UEFI (from %s), GRUB for UEFI installed there\n",
+                                plans[i].name, plans[i].new_esp.number, a, plans[i].new_esp.start, plans[i].esp_taken);
+                }
         if (o->add_drivers) {
                 /* The drivers are checked before the disks are touched. */
                 DIR *dd = opendir(o->add_drivers);
@@ -1197,6 +1380,12 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 if (r < 0)
                         goto out;
         }
+        for (size_t i = 0; i < nplans; i++)
+                if (plans[i].add_esp) {
+                        r = install_uefi(o, &plans[i], plans, nplans, &res->report, err);
+                        if (r < 0)
+                                goto out;
+                }
         sync();
         r = 0;
 out:
