@@ -4,7 +4,7 @@
 # own kernel and initramfs) and wait for a marker on the serial console.
 # The images are never changed (snapshot=on).  See tests/vm/README.md.
 #
-#   tests/vm/boot-disk.sh --firmware bios|uefi --disk IMG [--disk IMG]...
+#   tests/vm/boot-disk.sh --firmware bios|uefi|uefi-sb --disk IMG [--disk IMG]...
 #                         --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide]
 #                         [--log FILE] [--mem MIB]
 #                         [--cdrom ISO] [--disk-rw IMG] [--nic SPEC]
@@ -26,7 +26,7 @@
 set -uo pipefail
 
 usage() {
-        echo "usage: $0 --firmware bios|uefi --disk IMG [--disk IMG]... --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide] [--log FILE] [--mem MIB] [--cdrom ISO] [--disk-rw IMG] [--nic SPEC] [--fail-marker REGEX] [--sector-size 512|4096]" >&2
+        echo "usage: $0 --firmware bios|uefi|uefi-sb --disk IMG [--disk IMG]... --marker REGEX [--timeout S] [--bus virtio|sata|nvme|ide] [--log FILE] [--mem MIB] [--cdrom ISO] [--disk-rw IMG] [--nic SPEC] [--fail-marker REGEX] [--sector-size 512|4096]" >&2
         exit 126
 }
 say() { echo "vm: $*" >&2; }
@@ -77,6 +77,15 @@ uefi)
         # No persistent NVRAM: OVMF boots \EFI\BOOT\BOOTX64.EFI only.
         qargs+=(-bios "$ovmf")
         ;;
+uefi-sb)
+        # Secure Boot on: OVMF with Microsoft's keys enrolled (Debian's shim is
+        # signed by them), q35 with SMM, a fresh copy of the variable store.
+        sbcode=${KURA_VM_OVMF_SB_CODE:-/usr/share/OVMF/OVMF_CODE_4M.ms.fd}
+        sbvars=${KURA_VM_OVMF_SB_VARS:-/usr/share/OVMF/OVMF_VARS_4M.ms.fd}
+        [ -f "$sbcode" ] && [ -f "$sbvars" ] || { say "$sbcode or $sbvars is missing (apt-get install ovmf)"; exit 126; }
+        qargs+=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on
+                -drive "if=pflash,format=raw,unit=0,readonly=on,file=$sbcode")
+        ;;
 *) usage ;;
 esac
 
@@ -88,6 +97,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [ "$fw" = uefi-sb ]; then
+        cp "$sbvars" "$work/vars.fd" || exit 126
+        qargs+=(-drive "if=pflash,format=raw,unit=1,file=$work/vars.fd")
+fi
 [ -n "$log" ] || log=$work/console.log
 : >"$log" || exit 126
 qargs+=(-serial "file:$log")

@@ -179,6 +179,18 @@ out "KURA-MARKER gpt-warnings=${w:-none}"
 out "KURA-MARKER-END"
 
 echo "KURA-INFO disk=$disk root=$rootdev table=$table logical-sector-size=$ss kernel=$KVER" >/dev/console
+# Firmware and Secure Boot state (not part of the marker: it differs between firmwares).
+sb=no-uefi
+if [ -d /sys/firmware/efi ]; then
+        # Debian's kernel locks itself down when booted with Secure Boot on.
+        mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+        case "$(cat /sys/kernel/security/lockdown 2>/dev/null) $(dmesg | grep -i 'secure boot')" in
+        *"[integrity]"* | *"[confidentiality]"* | *"locked down from EFI Secure Boot"* | *"Secure boot enabled"*) sb=on ;;
+        *"[none]"*) sb=off ;;
+        *) sb=unknown ;;
+        esac
+fi
+echo "KURA-INFO secure-boot=$sb" >/dev/console
 printf '%s' "$OUT" >/dev/console
 sync
 poweroff -f
