@@ -1056,6 +1056,8 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
         _cleanup_free_ char *img = kura_asprintf("%s/grubx64.efi", work);
         int r = 0;
         char root_uuid[64] = "", prefix[32] = "";
+        const DiskPlan *root_disk = NULL;
+        const PartPlan *root_part = NULL;
         if (!mnt || !cfg || !img || mkdir(mnt, 0700) < 0) {
                 r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
                 goto out;
@@ -1079,8 +1081,11 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
                                         snprintf(prefix, sizeof prefix, "/boot/grub");
                                 else if (b && access(b, F_OK) == 0)
                                         snprintf(prefix, sizeof prefix, "/grub");
-                                if (prefix[0])
+                                if (prefix[0]) {
                                         snprintf(root_uuid, sizeof root_uuid, "%s", pp->src->fs_uuid);
+                                        root_disk = d;
+                                        root_part = pp;
+                                }
                                 (void) umount2(mnt, 0);
                         }
                         free(dev);
@@ -1136,6 +1141,33 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
                 "finding /boot/grub on UUID %s (unsigned: Secure Boot must be off)\n",
                 esp_disk->name, esp_disk->new_esp.number, esp_disk->new_esp.fs_uuid, esp_disk->esp_taken, root_uuid);
         register_efi_boot(esp_disk, &esp_disk->new_esp, report);
+        /* fstab stays true: the system mounts its new ESP at /boot/efi. */
+        if (root_part && esp_disk->new_esp.fs_uuid[0]) {
+                char *rdev = NULL;
+                int rloop = -1;
+                const char *fs = root_part->src->fs;
+                if (kura_partdev_attach(root_disk->target, root_part->new_start, root_part->new_size, true, &rdev, &rloop,
+                                        NULL) >= 0) {
+                        if (mount(rdev, mnt, fs, 0, fs_is(fs, "xfs") ? "nouuid" : NULL) == 0) {
+                                _cleanup_free_ char *fst = kura_asprintf("%s/etc/fstab", mnt);
+                                _cleanup_free_ char *be = kura_asprintf("%s/boot/efi", mnt);
+                                FILE *ff = fst && access(fst, F_OK) == 0 ? fopen(fst, "ae") : NULL;
+                                if (ff) {
+                                        fprintf(ff, "# the ESP made by kura bmr --reinstall-bootloader uefi\n"
+                                                    "UUID=%s /boot/efi vfat umask=0077 0 1\n",
+                                                esp_disk->new_esp.fs_uuid);
+                                        if (fclose(ff) == 0)
+                                                appendf(report, "  fstab: /boot/efi on UUID=%s added\n",
+                                                        esp_disk->new_esp.fs_uuid);
+                                        if (be)
+                                                (void) mkdir(be, 0755);
+                                }
+                                (void) umount2(mnt, 0);
+                        }
+                        free(rdev);
+                        kura_partdev_release(rloop);
+                }
+        }
 out:
         if (img)
                 unlink(img);

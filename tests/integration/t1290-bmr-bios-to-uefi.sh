@@ -21,6 +21,14 @@ export KURA_TIMEOUT=600
 bmr_make_disk mbr "$T/mbr.img"
 bmr_marker_expected mbr >"$T/expected"
 SIZE=$(stat -c %s "$T/mbr.img")
+# The system's fstab (the test disk has none): kura must add the new ESP to it.
+read -r rstart rsize < <(bmr_part_range "$T/mbr.img" 1)
+R=$(losetup -f --show -o "$rstart" --sizelimit "$rsize" "$T/mbr.img") || fail "losetup root"
+echo "$R" >>"$T/loops"
+do_mount "$R" "$T/root"
+echo "UUID=$(blkid -p -o value -s UUID "$R") / ext4 defaults 0 1" >"$T/root/etc/fstab"
+do_umount "$T/root"
+losetup -d "$R"
 kura_init_test_repo
 kok backup --disk "$T/mbr.img" --snapshot none
 rm -f "$T/mbr.img"
@@ -40,6 +48,14 @@ grep -q 'disk0p3 esp .*made for UEFI (from space of the last partitions, shrunk)
 grep -q 'GRUB for UEFI installed' "$T/out" || fail "the report must say GRUB was installed"
 jq -e '.partitiontable.partitions[2].type == "ef"' <(sfdisk -J "$T/uefi.img") >/dev/null ||
         { sfdisk -d "$T/uefi.img" >&2; fail "no ESP (type ef) as partition 3"; }
+read -r rstart rsize < <(bmr_part_range "$T/uefi.img" 1)
+read -r estart esize < <(bmr_part_range "$T/uefi.img" 3)
+esp_uuid=$(blkid -p -O "$estart" -o value -s UUID "$T/uefi.img")
+R=$(losetup -f --show -r -o "$rstart" --sizelimit "$rsize" "$T/uefi.img") || fail "losetup root"
+echo "$R" >>"$T/loops"
+debugfs -R "cat /etc/fstab" "$R" 2>/dev/null >"$T/fstab"
+losetup -d "$R"
+grep -q "^UUID=$esp_uuid /boot/efi vfat " "$T/fstab" || { cat "$T/fstab" >&2; fail "the restored fstab lacks the new ESP (UUID $esp_uuid)"; }
 bmr_boot uefi "$T/uefi.img" "$T/marker" || fail "the restore with --reinstall-bootloader uefi does not boot under UEFI"
 grep -q '^KURA-MARKER part 3 type=0xef ' "$T/marker" || fail "the guest does not see the new ESP"
 grep -v '^KURA-MARKER part 3 ' "$T/marker" >"$T/marker.rest"
