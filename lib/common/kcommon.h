@@ -98,6 +98,8 @@ int kura_unhex(const char *s, void *out, size_t n);
 bool kura_is_hex(const char *s);
 /* printf into a fresh string; NULL on ENOMEM. */
 char *kura_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Append to a growing report string *s (NULL at first); on ENOMEM the text is dropped. */
+void kura_appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "/a/b" + "c" -> "/a/b/c" (NULL on ENOMEM). */
 char *kura_path_join(const char *a, const char *b);
 /* Wall-clock seconds/ns since the epoch; monotonic seconds. */

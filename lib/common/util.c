@@ -273,3 +273,20 @@ int kura_random(void *p, size_t n) {
         }
         return 0;
 }
+
+void kura_appendf(char **s, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        char *add = NULL;
+        if (vasprintf(&add, fmt, ap) < 0)
+                add = NULL;
+        va_end(ap);
+        if (!add)
+                return;
+        char *n = kura_asprintf("%s%s", *s ? *s : "", add);
+        free(add);
+        if (n) {
+                free(*s);
+                *s = n;
+        }
+}

@@ -64,23 +64,6 @@ typedef struct DiskPlan {
         const char *esp_taken;     /* where its space came from */
 } DiskPlan;
 
-static void appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void appendf(char **s, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        char *add = NULL;
-        if (vasprintf(&add, fmt, ap) < 0)
-                add = NULL;
-        va_end(ap);
-        if (!add)
-                return;
-        char *n = kura_asprintf("%s%s", *s ? *s : "", add);
-        free(add);
-        if (n) {
-                free(*s);
-                *s = n;
-        }
-}
 
 void kura_bmr_result_clear(KuraBmrResult *r) {
         if (!r)
@@ -535,11 +518,11 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
         _cleanup_free_ char *out = NULL;
         int r = kura_engine_run(probe, &out);
         if (r == -ENOENT) {
-                appendf(report, "  ESP %s: mtools is not installed, the removable-path loader was not checked\n", dev);
+                kura_appendf(report, "  ESP %s: mtools is not installed, the removable-path loader was not checked\n", dev);
                 return 0;
         }
         if (r == 0) {
-                appendf(report, "  ESP: \\EFI\\BOOT\\BOOTX64.EFI present\n");
+                kura_appendf(report, "  ESP: \\EFI\\BOOT\\BOOTX64.EFI present\n");
                 return 0;
         }
         /* Find \EFI\<vendor>\shimx64.efi or grubx64.efi. */
@@ -547,7 +530,7 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
         free(out);
         out = NULL;
         if (kura_engine_run(ls, &out) != 0 || !out) {
-                appendf(report, "  ESP: no \\EFI directory; nothing to boot on an empty NVRAM\n");
+                kura_appendf(report, "  ESP: no \\EFI directory; nothing to boot on an empty NVRAM\n");
                 return 0;
         }
         char shim[256] = "", grub[256] = "", mm[256] = "";
@@ -563,7 +546,7 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
         }
         const char *loader = shim[0] ? shim : grub;
         if (!loader[0]) {
-                appendf(report, "  ESP: no shimx64.efi or grubx64.efi found to use as \\EFI\\BOOT\\BOOTX64.EFI\n");
+                kura_appendf(report, "  ESP: no shimx64.efi or grubx64.efi found to use as \\EFI\\BOOT\\BOOTX64.EFI\n");
                 return 0;
         }
         const char *md[] = {"mmd", "-D", "s", "-i", dev, "::/EFI/BOOT", NULL};
@@ -589,7 +572,7 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
                 if (r1 < 0)
                         return r1;
         }
-        appendf(report, "  ESP: copied %s to \\EFI\\BOOT\\BOOTX64.EFI (removable path, for an empty NVRAM)%s\n", loader,
+        kura_appendf(report, "  ESP: copied %s to \\EFI\\BOOT\\BOOTX64.EFI (removable path, for an empty NVRAM)%s\n", loader,
                 shim[0] ? " with grubx64.efi beside it (signed chain kept)" : "");
         return 0;
 }
@@ -725,10 +708,10 @@ static void register_efi_boot(const DiskPlan *d, const KuraPartition *esp, char 
         _cleanup_free_ char *out = NULL;
         int r = kura_engine_run(argv, &out);
         if (r == 0)
-                appendf(report, "  UEFI: boot entry \"kura restored system\" registered for %s partition %u\n",
+                kura_appendf(report, "  UEFI: boot entry \"kura restored system\" registered for %s partition %u\n",
                         d->target, esp->number);
         else
-                appendf(report, "  UEFI: efibootmgr could not register a boot entry (%s); the removable path "
+                kura_appendf(report, "  UEFI: efibootmgr could not register a boot entry (%s); the removable path "
                         "\\EFI\\BOOT\\BOOTX64.EFI still boots\n",
                         r == -ENOENT ? "efibootmgr is not installed" : out ? out : "failed");
 }
@@ -808,7 +791,7 @@ static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, 
                             fsync(fd) < 0)
                                 return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "",
                                                       "cannot write the boot area of %s", d->target);
-                        appendf(&res->report, "  %s: boot code and %zu bytes before the first partition written\n",
+                        kura_appendf(&res->report, "  %s: boot code and %zu bytes before the first partition written\n",
                                 d->target, len);
                 }
         }
@@ -828,7 +811,7 @@ static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, 
                 kura_partdev_release(loop);
                 if (r < 0)
                         return r;
-                appendf(&res->report, "  %sp%u: %s done\n", d->name, pp->src->number, pp->action);
+                kura_appendf(&res->report, "  %sp%u: %s done\n", d->name, pp->src->number, pp->action);
         }
         for (size_t i = 0; i < d->src.nparts; i++)
                 if (strcmp(d->src.parts[i].role, "esp") == 0) {
@@ -984,7 +967,7 @@ static int inject_drivers(const char *root, const char *dir, char **report, Kura
         if (rc != 0)
                 return kura_err(err, EIO, KURA_E_TOOL_MISSING, "read the tool's output above",
                                 "%s in the restored system failed (exit %d): %s", tool, rc, out ? out : "");
-        appendf(report, "  drivers: %s added for %d kernel%s, initramfs regenerated with %s\n", names, nk,
+        kura_appendf(report, "  drivers: %s added for %d kernel%s, initramfs regenerated with %s\n", names, nk,
                 nk == 1 ? "" : "s", tool);
         return nk;
 }
@@ -1014,7 +997,7 @@ static int add_drivers(const KuraBmrOpts *o, DiskPlan *plans, size_t nplans, cha
                                 _cleanup_free_ char *etc = kura_asprintf("%s/etc", mnt);
                                 _cleanup_free_ char *lm = kura_asprintf("%s/lib/modules", mnt);
                                 if (etc && lm && access(etc, F_OK) == 0 && access(lm, F_OK) == 0) {
-                                        appendf(report, "  drivers: the restored system's root is %sp%u\n", d->name,
+                                        kura_appendf(report, "  drivers: the restored system's root is %sp%u\n", d->name,
                                                 pp->src->number);
                                         r = inject_drivers(mnt, o->add_drivers, report, err);
                                         done = true;
@@ -1137,7 +1120,7 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
         kura_partdev_release(loop);
         if (r < 0)
                 goto out;
-        appendf(report, "  %sp%u: new ESP (%s) made from %s; GRUB for UEFI installed as \\EFI\\BOOT\\BOOTX64.EFI, "
+        kura_appendf(report, "  %sp%u: new ESP (%s) made from %s; GRUB for UEFI installed as \\EFI\\BOOT\\BOOTX64.EFI, "
                 "finding /boot/grub on UUID %s (unsigned: Secure Boot must be off)\n",
                 esp_disk->name, esp_disk->new_esp.number, esp_disk->new_esp.fs_uuid, esp_disk->esp_taken, root_uuid);
         register_efi_boot(esp_disk, &esp_disk->new_esp, report);
@@ -1157,7 +1140,7 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
                                                     "UUID=%s /boot/efi vfat umask=0077 0 1\n",
                                                 esp_disk->new_esp.fs_uuid);
                                         if (fclose(ff) == 0)
-                                                appendf(report, "  fstab: /boot/efi on UUID=%s added\n",
+                                                kura_appendf(report, "  fstab: /boot/efi on UUID=%s added\n",
                                                         esp_disk->new_esp.fs_uuid);
                                         if (be)
                                                 (void) mkdir(be, 0755);
@@ -1354,14 +1337,14 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 char a[32], b[32];
                 kura_format_bytes(d->src.size, a, sizeof a);
                 kura_format_bytes(d->tgt_size, b, sizeof b);
-                appendf(&res->plan, "%s (%s, %s, %s, %u-byte sectors) -> %s (%s, %u-byte sectors): ERASED and "
+                kura_appendf(&res->plan, "%s (%s, %s, %s, %u-byte sectors) -> %s (%s, %u-byte sectors): ERASED and "
                         "repartitioned\n",
                         d->name, d->src_path, a, d->src.label, d->src.sector_size, d->target, b, d->tgt_ss);
                 for (size_t k = 0; k < d->src.nparts; k++) {
                         PartPlan *pp = &d->parts[k];
                         kura_format_bytes(pp->src->size, a, sizeof a);
                         kura_format_bytes(pp->new_size, b, sizeof b);
-                        appendf(&res->plan, "  %sp%u %-9s %-11s %s -> %s at byte %" PRIu64 ": %s\n", d->name,
+                        kura_appendf(&res->plan, "  %sp%u %-9s %-11s %s -> %s at byte %" PRIu64 ": %s\n", d->name,
                                 pp->src->number, pp->src->role, pp->src->fs[0] ? pp->src->fs : "-", a, b,
                                 pp->new_start, pp->action);
                 }
@@ -1370,7 +1353,7 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 if (plans[i].add_esp) {
                         char a[32];
                         kura_format_bytes(plans[i].new_esp.size, a, sizeof a);
-                        appendf(&res->plan, "  %sp%u esp       vfat        new %s at byte %" PRIu64
+                        kura_appendf(&res->plan, "  %sp%u esp       vfat        new %s at byte %" PRIu64
                                 ": made for UEFI (from %s), GRUB for UEFI installed there\n",
                                 plans[i].name, plans[i].new_esp.number, a, plans[i].new_esp.start, plans[i].esp_taken);
                 }
@@ -1389,7 +1372,7 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                                      dd ? "no kernel module in it" : "cannot open it");
                         goto out;
                 }
-                appendf(&res->plan, "drivers: %zu kernel module(s) from %s go into the restored system's initramfs\n",
+                kura_appendf(&res->plan, "drivers: %zu kernel module(s) from %s go into the restored system's initramfs\n",
                         nko, o->add_drivers);
         }
         if (o->dry_run) {
@@ -1402,7 +1385,7 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 goto out;
         }
         for (size_t i = 0; i < nplans; i++) {
-                appendf(&res->report, "%s -> %s\n", plans[i].name, plans[i].target);
+                kura_appendf(&res->report, "%s -> %s\n", plans[i].name, plans[i].target);
                 r = run_disk(repo, o, v, &plans[i], res, err);
                 if (r < 0)
                         goto out;

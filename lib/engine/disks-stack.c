@@ -45,25 +45,6 @@
 #include "kura/image.h"
 
 
-static void appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void appendf(char **s, const char *fmt, ...) {
-        if (!s)
-                return;
-        va_list ap;
-        va_start(ap, fmt);
-        char *add = NULL;
-        if (vasprintf(&add, fmt, ap) < 0)
-                add = NULL;
-        va_end(ap);
-        if (!add)
-                return;
-        char *n = kura_asprintf("%s%s", *s ? *s : "", add);
-        free(add);
-        if (n) {
-                free(*s);
-                *s = n;
-        }
-}
 
 static const char *tmpdir(const KuraBmrOpts *o) {
         if (o && o->tmpdir)
@@ -512,7 +493,7 @@ static int lvm_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *
                          "activating the restored volume group", err);
         if (r < 0)
                 goto out;
-        appendf(report, "  LVM: physical volume %s (UUID %s) and volume group %s restored\n", dev, uuid, vg);
+        kura_appendf(report, "  LVM: physical volume %s (UUID %s) and volume group %s restored\n", dev, uuid, vg);
         size_t i;
         json_t *e;
         json_array_foreach(lvs, i, e) {
@@ -524,7 +505,7 @@ static int lvm_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *
                         break;
                 }
                 if (!vol) {
-                        appendf(report, "  LVM: %s/%s was not active at backup time: re-created, left empty\n", vg,
+                        kura_appendf(report, "  LVM: %s/%s was not active at backup time: re-created, left empty\n", vg,
                                 name);
                         continue;
                 }
@@ -536,7 +517,7 @@ static int lvm_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *
                 r = kura_bmr_restore_volume(repo, o, v, vol, path, written, err);
                 if (r < 0)
                         break;
-                appendf(report, "  LVM: %s restored onto %s\n", vol, path);
+                kura_appendf(report, "  LVM: %s restored onto %s\n", vol, path);
         }
         /* Deactivated even after a failure: the target must be free again. */
         const char *deact[] = {"lvm", "vgchange", "-q", "-an", vg, NULL};
@@ -594,7 +575,7 @@ static int luks_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion 
         if (r < 0)
                 goto out;
         *written += hw;
-        appendf(report, "  LUKS: header of %s (UUID %s) written back onto %s\n", vol, uuid ? uuid : "?", dev);
+        kura_appendf(report, "  LUKS: header of %s (UUID %s) written back onto %s\n", vol, uuid ? uuid : "?", dev);
         const char *op[] = {"cryptsetup", "open", "--type", "luks", "--key-file", o->luks_key_file, dev, mapping,
                             NULL};
         _cleanup_free_ char *out = NULL;
@@ -622,7 +603,7 @@ static int luks_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion 
                 r = mpath ? kura_bmr_restore_volume(repo, o, v, vol, mpath, written, err)
                           : kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
                 if (r >= 0)
-                        appendf(report, "  LUKS: %s restored in plaintext through %s\n", vol, mpath);
+                        kura_appendf(report, "  LUKS: %s restored in plaintext through %s\n", vol, mpath);
         }
 out:
         if (opened) {

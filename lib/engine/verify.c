@@ -67,23 +67,6 @@ typedef struct Ctx {
         char first_fail[600];
 } Ctx;
 
-static void appendf(char **s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void appendf(char **s, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        char *add = NULL;
-        if (vasprintf(&add, fmt, ap) < 0)
-                add = NULL;
-        va_end(ap);
-        if (!add)
-                return;
-        char *n = kura_asprintf("%s%s", *s ? *s : "", add);
-        free(add);
-        if (n) {
-                free(*s);
-                *s = n;
-        }
-}
 
 /* A check failed: the test goes on (to report everything) but will fail. */
 static void failed(Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -390,7 +373,7 @@ static int boot_area_load(Ctx *c, const KuraVolume *bv, uint8_t **ret, json_t *d
         if (r > 0) {
                 unlink(p);
                 json_object_set_new(dj, "boot_area", json_string(why));
-                appendf(&c->report, "  %s: boot area NOT restored: %s\n", bv->name, why);
+                kura_appendf(&c->report, "  %s: boot area NOT restored: %s\n", bv->name, why);
                 failed(c, "%s: %s", bv->name, why);
                 return 0;
         }
@@ -421,7 +404,7 @@ static int run_partition(Ctx *c, DiskRun *d, const KuraPartition *p, int img_fd,
         if (!vol && !swap) {
                 json_object_set_new(pj, "ok", json_true());
                 json_object_set_new(pj, "result", json_string("table only (not backed up)"));
-                appendf(&c->report, "  %s %-9s table only\n", vn, p->role);
+                kura_appendf(&c->report, "  %s %-9s table only\n", vn, p->role);
                 return 0;
         }
         _cleanup_free_ char *scratch = kura_asprintf("%s/%s.part", c->work, vn);
@@ -490,7 +473,7 @@ static int run_partition(Ctx *c, DiskRun *d, const KuraPartition *p, int img_fd,
                 r = copy_into(scratch, img_fd, p->start, p->size, err);
         if (r >= 0) {
                 json_object_set_new(pj, "ok", json_boolean(ok));
-                appendf(&c->report, "  %s %-9s %-6s %s\n", vn, p->role, p->fs[0] ? p->fs : "-", note);
+                kura_appendf(&c->report, "  %s %-9s %-6s %s\n", vn, p->role, p->fs[0] ? p->fs : "-", note);
                 if (!ok)
                         d->ok = false;
         }
@@ -527,7 +510,7 @@ static int run_disk(Ctx *c, json_t *dsrc, DiskRun *d, json_t *disks_out, KuraErr
         json_object_set_new(dj, "partitions", parts);
         char sz[32];
         kura_format_bytes(d->l.size, sz, sizeof sz);
-        appendf(&c->report, "%s (%s, %s, %s, %u-byte sectors):\n", nm, sp, sz, d->l.label, d->l.sector_size);
+        kura_appendf(&c->report, "%s (%s, %s, %s, %u-byte sectors):\n", nm, sp, sz, d->l.label, d->l.sector_size);
 
         d->img = kura_asprintf("%s/%s.img", c->work, nm);
         if (!d->img)
@@ -558,7 +541,7 @@ static int run_disk(Ctx *c, json_t *dsrc, DiskRun *d, json_t *disks_out, KuraErr
                 json_object_set_new(dj, "table", json_string(err && err->code ? err->message : "cannot be written"));
                 failed(c, "%s: the partition table cannot be written: %s", nm,
                        err && err->code ? err->message : "?");
-                appendf(&c->report, "  partition table NOT written: %s\n", err && err->code ? err->message : "?");
+                kura_appendf(&c->report, "  partition table NOT written: %s\n", err && err->code ? err->message : "?");
                 if (err)
                         kura_err_clear(err);
                 return 0;
@@ -579,7 +562,7 @@ static int run_disk(Ctx *c, json_t *dsrc, DiskRun *d, json_t *disks_out, KuraErr
                                 return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "",
                                                       "cannot write the boot area into %s", d->img);
                 }
-                appendf(&c->report, "  boot code and %" PRIu64 " bytes before the first partition restored\n",
+                kura_appendf(&c->report, "  boot code and %" PRIu64 " bytes before the first partition restored\n",
                         end > d->l.table_end ? end - d->l.table_end : 0);
         }
         d->bootable = boot && bv->size >= 440 && !all_zero(boot, 440);
@@ -831,12 +814,12 @@ static int run_guest(Ctx *c, DiskRun *d, const char *fw, const char *const *argv
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         if (o->keep)
                 json_object_set_new(bj, "console_log", json_string(log));
-        appendf(&c->report, "boot %s (%s, TCG, no network): %s\n", d->name, fw, why);
+        kura_appendf(&c->report, "boot %s (%s, TCG, no network): %s\n", d->name, fw, why);
         if (!cs.ok) {
                 failed(c, "%s did not boot (%s): %s", d->name, fw, why);
                 unsigned first = cs.ntail > 8 ? cs.ntail - 8 : 0;
                 for (unsigned i = first; i < cs.ntail; i++)
-                        appendf(&c->report, "  | %s\n", cs.tail[i % 8]);
+                        kura_appendf(&c->report, "  | %s\n", cs.tail[i % 8]);
         }
         return 0;
 }
@@ -973,7 +956,7 @@ int kura_verify_restore_run(KuraRepo *repo, const KuraVerifyOpts *o, KuraVerifyR
                         goto out;
                 }
                 if (!disks[i].ok)
-                        appendf(&c.report, "  %s: FAILED\n", disks[i].name);
+                        kura_appendf(&c.report, "  %s: FAILED\n", disks[i].name);
         }
         if (o->boot) {
                 json_object_set_new(rec, "boot", boots);
@@ -983,9 +966,9 @@ int kura_verify_restore_run(KuraRepo *repo, const KuraVerifyOpts *o, KuraVerifyR
                                 continue;
                         any = true;
                         if (disks[i].console_note)
-                                appendf(&c.report, "console: %s\n", disks[i].console_note);
+                                kura_appendf(&c.report, "console: %s\n", disks[i].console_note);
                         if (!disks[i].ok) {
-                                appendf(&c.report, "boot %s: not tried, the disk did not restore cleanly\n",
+                                kura_appendf(&c.report, "boot %s: not tried, the disk did not restore cleanly\n",
                                         disks[i].name);
                                 continue;
                         }
@@ -994,7 +977,7 @@ int kura_verify_restore_run(KuraRepo *repo, const KuraVerifyOpts *o, KuraVerifyR
                                 goto out;
                 }
                 if (!any) {
-                        appendf(&c.report, "boot: no disk of the version has a boot loader (ESP, BIOS boot "
+                        kura_appendf(&c.report, "boot: no disk of the version has a boot loader (ESP, BIOS boot "
                                            "partition or MBR boot code)\n");
                         failed(&c, "--boot: no disk of version %.12s has a boot loader", c.v->id);
                 }
@@ -1039,7 +1022,7 @@ int kura_verify_restore_run(KuraRepo *repo, const KuraVerifyOpts *o, KuraVerifyR
                                 *err = serr;
                         goto out;
                 } else
-                        appendf(&c.report, "the result could not be recorded: %s\n", serr.message);
+                        kura_appendf(&c.report, "the result could not be recorded: %s\n", serr.message);
         }
         if (c.ok)
                 r = 0;
