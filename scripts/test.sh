@@ -4,6 +4,9 @@
 #   integration tests (tests/integration/t*.sh) with build/kura and again with the
 #   ASan+UBSan build (unless a script says "# kura-test: no-asan").
 # The last line is "N passed, N failed, N skipped".
+# Two lanes run side by side: the "no-asan" tests (qemu guests, databases) with build/kura,
+# and everything else (unit tests, the other integration tests, the whole ASan+UBSan pass);
+# KURA_TEST_SERIAL=1 runs them one after the other.
 # KURA_TEST_NO_NORMAL=1 / KURA_TEST_NO_ASAN=1 leave out one of the two passes (for development).  As root on Linux every test must
 # run: a skip counts as a failure unless KURA_TEST_ALLOW_SKIP=1.
 set -uo pipefail
@@ -17,7 +20,13 @@ failed_names=()
 skip_is_failure=0
 if [ "$(id -u)" -eq 0 ] && [ "${KURA_TEST_ALLOW_SKIP:-0}" != 1 ]; then skip_is_failure=1; fi
 
+# Results go to a file as well: the two lanes below run in separate processes.
+results=$logdir/results
+: >"$results"
 record() { # name result(pass|fail|skip) [detail]
+  local r=$2
+  [ "$r" = skip ] && [ $skip_is_failure = 1 ] && r=fail
+  echo "$r $1" >>"$results"
   case $2 in
     pass) pass=$((pass + 1)); echo "PASS  $1" ;;
     fail) fail=$((fail + 1)); failed_names+=("$1"); echo "FAIL  $1 ${3:-}" ;;
@@ -58,12 +67,15 @@ for line in open(sys.argv[1]):
     t=json.loads(line); print(t["name"]+"\t"+t["result"])' "$d/meson-logs/testlog.json")
 }
 
-run_integration() { # kura-binary label
-  local bin=$1 label=$2 t name rc start
+run_integration() { # kura-binary label [all|slow|fast]
+  local bin=$1 label=$2 which=${3:-all} t name rc start
   for t in tests/integration/t[0-9]*.sh; do
     [ -f "$t" ] || continue
     name=$(basename "$t" .sh)
     if [ "$label" = asan ] && grep -q '^# kura-test: no-asan' "$t"; then continue; fi
+    # "slow": the no-asan tests (qemu guests, databases); "fast": the others.
+    if [ "$which" = slow ] && ! grep -q '^# kura-test: no-asan' "$t"; then continue; fi
+    if [ "$which" = fast ] && grep -q '^# kura-test: no-asan' "$t"; then continue; fi
     local tmo
     tmo=$(sed -n 's/^# kura-test: timeout=\([0-9]*\).*/\1/p' "$t" | head -1)
     tmo=${tmo:-600}
@@ -82,24 +94,51 @@ run_integration() { # kura-binary label
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
+normal_ok=0
 if [ "${KURA_TEST_NO_NORMAL:-0}" != 1 ]; then
   if build_dir build --buildtype=debugoptimized; then
-    run_meson_tests build normal
-    run_integration "$top/build/kura" normal
+    normal_ok=1
   else
     record build fail "(build failed)"
   fi
 fi
 
-if [ "${KURA_TEST_NO_ASAN:-0}" != 1 ]; then
-  if build_dir build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
-    run_meson_tests build-asan asan
-    run_integration "$top/build-asan/kura" asan
-  else
-    record build-asan fail "(ASan build failed)"
+# Two lanes side by side: a qemu guest under TCG keeps one core busy and the
+# other idle, so the guest and database tests (one at a time, in this lane)
+# run beside everything else (unit tests, the other integration tests, the
+# ASan+UBSan build and pass).  KURA_TEST_SERIAL=1 runs them one after the other.
+slow_lane() {
+  [ $normal_ok = 1 ] && run_integration "$top/build/kura" normal slow
+  return 0
+}
+main_lane() {
+  if [ $normal_ok = 1 ]; then
+    run_meson_tests build normal
+    run_integration "$top/build/kura" normal fast
   fi
+  if [ "${KURA_TEST_NO_ASAN:-0}" != 1 ]; then
+    if build_dir build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false; then
+      run_meson_tests build-asan asan
+      run_integration "$top/build-asan/kura" asan
+    else
+      record build-asan fail "(ASan build failed)"
+    fi
+  fi
+}
+if [ "${KURA_TEST_SERIAL:-0}" = 1 ]; then
+  slow_lane
+  main_lane
+else
+  slow_lane &
+  slow_pid=$!
+  main_lane
+  wait "$slow_pid"
 fi
 
+pass=$(grep -c '^pass ' "$results")
+fail=$(grep -c '^fail ' "$results")
+skip=$(grep -c '^skip ' "$results")
+mapfile -t failed_names < <(sed -n 's/^fail //p' "$results")
 if [ ${#failed_names[@]} -gt 0 ]; then
   echo "failed: ${failed_names[*]}"
 fi
