@@ -93,9 +93,14 @@ _cleanup() {
                 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
         done < <(findmnt -rn -o TARGET 2>/dev/null | grep "^$T/" | sort -r)
         [ -f "$T/loops" ] && mapfile -t -O "${#LOOPS[@]}" LOOPS <"$T/loops"
-        for dev in "${LOOPS[@]}"; do
-                # Only detach a device that still points at one of our images.
-                if losetup -n -O BACK-FILE "$dev" 2>/dev/null | grep -q "^$T/"; then
+        # Newest first, so that a loop device over one of our loop devices goes
+        # before it.  Only detach a device that still points at one of our
+        # images, or at one of our loop devices.
+        local ours=" ${LOOPS[*]} " back
+        for ((i = ${#LOOPS[@]} - 1; i >= 0; i--)); do
+                dev=${LOOPS[i]}
+                back=$(losetup -n -O BACK-FILE "$dev" 2>/dev/null)
+                if [[ "$back" == "$T/"* ]] || [[ -n "$back" && "$ours" == *" $back "* ]]; then
                         losetup -d "$dev" 2>/dev/null
                 fi
         done
