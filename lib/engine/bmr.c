@@ -480,6 +480,17 @@ static const char *tmpdir_of(const KuraBmrOpts *o) {
         return t && *t ? t : "/var/tmp";
 }
 
+int64_t kura_boot_gap_write(int fd, const KuraDiskLayout *src, uint64_t first_start, const uint8_t *boot,
+                            uint64_t boot_size) {
+        uint64_t end = KURA_MIN(boot_size, first_start);
+        if (end <= src->table_end)
+                return 0;
+        size_t len = (size_t) (end - src->table_end);
+        if (pwrite(fd, boot + src->table_end, len, (off_t) src->table_end) != (ssize_t) len)
+                return -(errno ? errno : EIO);
+        return (int64_t) len;
+}
+
 /* The boot area of the backup, read back into memory (at most 16 MiB). */
 static int load_boot_area(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const DiskPlan *d,
                           uint8_t **ret, KuraErr *err) {
@@ -776,24 +787,20 @@ static int run_disk(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, 
         r = kura_disk_layout_write(d->target, d->tgt_ss, &d->dst, boot && d->boot_vol->size >= 440 ? boot : NULL, err);
         if (r < 0)
                 return r;
-        /* The gap after the table and before the first partition (GRUB's
-         * core.img on an MBR disk) goes back raw when the sectors are the
+        /* The gap after the table goes back raw when the sectors are the
          * same size; else its LBAs would be wrong anyway. */
-        if (boot && d->tgt_ss == d->src.sector_size && d->src.table_end < d->boot_vol->size) {
-                uint64_t end = d->boot_vol->size;
-                if (d->src.nparts && d->dst.parts[0].start < end)
-                        end = d->dst.parts[0].start;
-                if (end > d->src.table_end) {
-                        _cleanup_close_ int fd = open(d->target, O_WRONLY | O_CLOEXEC);
-                        size_t len = (size_t) (end - d->src.table_end);
-                        if (fd < 0 || pwrite(fd, boot + d->src.table_end, len, (off_t) d->src.table_end) !=
-                                              (ssize_t) len ||
-                            fsync(fd) < 0)
-                                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "",
-                                                      "cannot write the boot area of %s", d->target);
-                        kura_appendf(&res->report, "  %s: boot code and %zu bytes before the first partition written\n",
-                                d->target, len);
-                }
+        if (boot && d->tgt_ss == d->src.sector_size) {
+                _cleanup_close_ int fd = open(d->target, O_WRONLY | O_CLOEXEC);
+                int64_t len = fd < 0 ? -errno
+                                     : kura_boot_gap_write(fd, &d->src, d->src.nparts ? d->dst.parts[0].start : UINT64_MAX,
+                                                           boot, d->boot_vol->size);
+                if (len < 0 || fsync(fd) < 0)
+                        return kura_err_errno(err, len < 0 ? (int) len : -errno, KURA_E_TARGET_IO, "",
+                                              "cannot write the boot area of %s", d->target);
+                if (len > 0)
+                        kura_appendf(&res->report,
+                                     "  %s: boot code and %" PRId64 " bytes before the first partition written\n",
+                                     d->target, len);
         }
         for (size_t i = 0; i < d->src.nparts; i++) {
                 PartPlan *pp = &d->parts[i];

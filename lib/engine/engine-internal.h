@@ -57,3 +57,11 @@ int kura_disk_stack_check(const KuraBmrOpts *o, const json_t *pe, KuraErr *err);
  * restore its volumes.  Returns 1 when handled, 0 when pe has no stack. */
 int kura_disk_stack_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const json_t *pe,
                             const char *dev, uint64_t new_size, uint64_t *written, char **report, KuraErr *err);
+
+/* Write back the boot area's bytes after the partition table and before the
+ * first partition (first_start; GRUB's core.img on an MBR disk), from boot
+ * (boot_size bytes, the diskN-boot volume) onto fd at the same offsets.
+ * Returns the bytes written (0: no gap) or -errno (lib/engine/bmr.c; used by
+ * bmr and verify-restore). */
+int64_t kura_boot_gap_write(int fd, const KuraDiskLayout *src, uint64_t first_start, const uint8_t *boot,
+                            uint64_t boot_size);

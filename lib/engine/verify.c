@@ -551,19 +551,16 @@ static int run_disk(Ctx *c, json_t *dsrc, DiskRun *d, json_t *disks_out, KuraErr
         if (fd < 0)
                 return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot open the disk image %s", d->img);
         /* The gap after the table and before the first partition (GRUB's
-         * core.img on an MBR disk), as lib/engine/bmr.c run_disk() does. */
-        if (boot && d->l.table_end < bv->size) {
-                uint64_t end = bv->size;
-                if (d->l.nparts && d->l.parts[0].start < end)
-                        end = d->l.parts[0].start;
-                if (end > d->l.table_end) {
-                        size_t len = (size_t) (end - d->l.table_end);
-                        if (pwrite(fd, boot + d->l.table_end, len, (off_t) d->l.table_end) != (ssize_t) len)
-                                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "",
-                                                      "cannot write the boot area into %s", d->img);
-                }
-                kura_appendf(&c->report, "  boot code and %" PRIu64 " bytes before the first partition restored\n",
-                        end > d->l.table_end ? end - d->l.table_end : 0);
+         * core.img on an MBR disk), as kura bmr writes it. */
+        if (boot) {
+                int64_t len = kura_boot_gap_write(fd, &d->l, d->l.nparts ? d->l.parts[0].start : UINT64_MAX, boot,
+                                                  bv->size);
+                if (len < 0)
+                        return kura_err_errno(err, (int) len, KURA_E_TARGET_IO, "",
+                                              "cannot write the boot area into %s", d->img);
+                if (len > 0)
+                        kura_appendf(&c->report,
+                                     "  boot code and %" PRId64 " bytes before the first partition restored\n", len);
         }
         d->bootable = boot && bv->size >= 440 && !all_zero(boot, 440);
         for (size_t i = 0; i < d->l.nparts; i++) {
