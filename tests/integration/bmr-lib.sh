@@ -38,7 +38,7 @@ BMR_FAIL_REGEX='KURA-BOOT-FAILED|grub( rescue)?> *$|Shell> |No bootable device|N
 _bmr_key() { # KIND SECTOR
         {
                 echo "$1 $2"
-                cat "$BMR_VM/make-test-disk.sh" "$BMR_VM/disk-init.sh" "$BMR_VM/disk-initrd.sh" "$BMR_VM/disk-update-initramfs.sh"
+                cat "$BMR_VM/make-test-disk.sh" "$BMR_VM/disk-init.sh" "$BMR_VM/disk-initrd.sh" "$BMR_VM/disk-update-initramfs.sh" "$BMR_VM/disk-job.sh"
                 cat "${KURA_VM_CACHE:-/var/cache/kura-vm}/KVER" 2>/dev/null
                 cksum /bin/busybox /usr/lib/grub/i386-pc/kernel.img /usr/lib/grub/x86_64-efi/kernel.img 2>/dev/null | cut -d' ' -f1,2
         } | sha256sum | cut -c1-16

@@ -24,6 +24,10 @@ for m in $(cat "/lib/modules/$KVER/kura/order" 2>/dev/null); do
         insmod "/lib/modules/$KVER/kura/$m" 2>/dev/null
 done
 
+# A job disk (label KURA-JOB) runs its commands on this booted system first
+# (tests/vm/disk-job.sh); without one this returns at once.
+[ -x /sbin/kura-job ] && /sbin/kura-job
+
 OUT=
 out() { OUT="$OUT$*
 "; }

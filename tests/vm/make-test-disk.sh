@@ -150,6 +150,10 @@ cp /bin/busybox "$R/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$R/bin/$a"; done
 cp "$HERE/disk-init.sh" "$R/sbin/init"
 chmod 755 "$R/sbin/init"
+# /sbin/kura-job: run by init before the marker when a disk labelled KURA-JOB is
+# attached (t1270 runs kura itself on the booted test system this way).
+cp "$HERE/disk-job.sh" "$R/sbin/kura-job"
+chmod 755 "$R/sbin/kura-job"
 cp "$KROOT/boot/vmlinuz-$KVER" "$R/boot/vmlinuz-$KVER"
 cp "$work/initrd.img" "$R/boot/initrd.img-$KVER"
 copy_modules "$R/lib/modules/$KVER/kura" crc32c_generic fat vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1 xfs btrfs
@@ -176,6 +180,13 @@ menuentry "kura test disk $kind" {
         initrd /boot/initrd.img-$KVER
 }
 EOF
+
+# The system's fstab, as a Debian installer writes it (kura critical reads it).
+echo "UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1" >"$R/etc/fstab"
+if [ "$kind" = gpt ]; then
+        echo "UUID=$ESP_UUID /boot/efi vfat umask=0077 0 1" >>"$R/etc/fstab"
+        mkdir -p "$R/boot/efi"
+fi
 
 # /etc/kura-marker.conf: NAME FSTYPE UUID PATH... (disk-init.sh checksums these files)
 if [ "$kind" = gpt ]; then
