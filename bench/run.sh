@@ -257,6 +257,19 @@ FAILED_ANY=0
 
 warm() { cat "$1" >/dev/null; }
 
+# Every restore starts from the same cache state for every tool.  warm (the
+# default): the whole repository is read first, as restic's and borg's are
+# still cached after their backups while kura drops the packs it writes
+# (lib/repo/pack.c); cold: every clean page is dropped (a repository on a
+# backup disk or a share).
+BENCH_RESTORE_CACHE=${BENCH_RESTORE_CACHE:-warm}
+before_restore() { # repository path (file or directory)
+        case $BENCH_RESTORE_CACHE in
+        cold) sync; echo 3 >/proc/sys/vm/drop_caches ;;
+        *) find "$1" -type f -exec cat {} + >/dev/null ;;
+        esac
+}
+
 # run_phase TOOL PHASE CMD...: time CMD with GNU time; fills WALL/CPU/RSS.
 # Peak RSS of a pipeline (run through bash -c) is that of its largest process.
 run_phase() {
@@ -310,6 +323,7 @@ bench_kura() {
         after_phase kura incr "$R"
         ADDED[kura]=$((${REPO[kura.incr]} - ${REPO[kura.full]}))
         rm -f "$O"
+        before_restore "$R"
         run_phase kura restore "$KURA" restore --version latest --volume disk --volume-to "$O" || return
         after_phase kura restore "$R"
         verify kura "$O" "$SHA_CHANGED"
@@ -328,6 +342,7 @@ bench_restic() {
         run_phase restic incr bash -c 'restic backup --stdin --stdin-filename disk.img <"$1"' _ "$CHANGED" || return
         after_phase restic incr "$R"
         ADDED[restic]=$((${REPO[restic.incr]} - ${REPO[restic.full]}))
+        before_restore "$R"
         run_phase restic restore restic restore latest --target "$O" || return
         after_phase restic restore "$R"
         verify restic "$O/disk.img" "$SHA_CHANGED"
@@ -347,6 +362,7 @@ bench_borg() {
         run_phase borg incr borg create --compression lz4 --chunker-params fixed,4194304 "$R::b" "$CHANGED" || return
         after_phase borg incr "$R"
         ADDED[borg]=$((${REPO[borg.incr]} - ${REPO[borg.full]}))
+        before_restore "$R"
         run_phase borg restore bash -c 'borg extract --stdout "$1::b" >"$2"' _ "$R" "$O" || return
         after_phase borg restore "$R"
         verify borg "$O" "$SHA_CHANGED"
@@ -362,6 +378,7 @@ bench_partclone() {
         after_phase partclone full "$R"
         # no incremental: partclone images are always full
         truncate -s "$(stat -c %s "$BASE")" "$O"
+        before_restore "$R"
         run_phase partclone restore bash -c 'zstd -dc -q "$1" | partclone.ext4 -r -s - -O "$2" -L "$3"' \
                 _ "$R/full.zst" "$O" "$RUN/log/partclone.log" || return
         after_phase partclone restore "$R"
@@ -409,6 +426,7 @@ echo
 echo "data set ($BENCH_DIR): $IMG_SIZE ext4 image, rootfs: $ROOTFS_KIND"
 echo "  used bytes: base $USED ($(mib "$USED") MiB), changed $USED2 ($(mib "$USED2") MiB); bytes written by the change: $MUTATED ($(mib "$MUTATED") MiB)"
 echo "  sample compressibility (256 MiB of non-zero MiBs): zstd -1 x$Z1_RATIO, zstd -3 x$Z3_RATIO"
+echo "restores start from a $BENCH_RESTORE_CACHE page cache for every tool (BENCH_RESTORE_CACHE=warm|cold)"
 [[ -n ${REPO[partclone.full]:-} ]] && [[ ${STATUS[partclone]:-ok} == ok* ]] &&
         echo "  whole used data through partclone | zstd -1: $(mib "${REPO[partclone.full]}") MiB, x$(ratio "$USED" "${REPO[partclone.full]}")"
 echo "  sha256 base $SHA_BASE"

@@ -129,6 +129,13 @@ int kura_repo_put(KuraRepoWorker *w, KuraBlobType type, const KuraId *id, const 
  * KURA-E-DAMAGED naming the chunk and pack).  Thread-safe. */
 int kura_repo_get(KuraRepoWorker *w, const KuraId *id, void *buf, size_t *ret_len, KuraErr *err);
 
+/* Ask the kernel to start reading the bytes of a blob that kura_repo_get()
+ * will want soon (posix_fadvise WILLNEED on its pack range; returns at
+ * once).  A hint only: blobs not indexed or in the pack being written are
+ * ignored, and nothing read this way is trusted before kura_repo_get()
+ * authenticates it.  Use a worker of its own (it caches one pack fd). */
+void kura_repo_prefetch(KuraRepoWorker *w, const KuraId *id);
+
 /* Make everything stored so far durable: finish the open pack (fsync,
  * rename), then write an index file for all packs finished in this session.
  * After it returns 0, versions may reference the blobs.  Not thread-safe

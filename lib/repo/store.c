@@ -423,6 +423,32 @@ int kura_repo_read_blob_at(KuraRepoWorker *w, const char *pack_path, const KuraI
         return read_blob_fd(w, w->cache_fd, pack_path, e, buf, ret_len, err);
 }
 
+void kura_repo_prefetch(KuraRepoWorker *w, const KuraId *id) {
+        KuraRepo *repo = w->repo;
+        KuraIndexEntry e;
+        KuraId pack_id;
+        bool ok = false;
+        pthread_mutex_lock(&repo->index_lock);
+        if (kura_index_lookup(repo->index, id, &e)) {
+                const KuraId *p = kura_index_pack_id(repo->index, e.pack);
+                if (p) {
+                        pack_id = *p;
+                        ok = true;
+                }
+        }
+        pthread_mutex_unlock(&repo->index_lock);
+        if (!ok)
+                return;
+        if (!w->cache_id_valid || memcmp(w->cache_id.b, pack_id.b, KURA_ID_LEN) != 0) {
+                _cleanup_free_ char *path = kura_repo_pack_path(repo, &pack_id);
+                if (!path || worker_open(w, path, NULL) < 0)
+                        return;
+                w->cache_id = pack_id;
+                w->cache_id_valid = true;
+        }
+        (void) posix_fadvise(w->cache_fd, (off_t) e.offset, (off_t) kura_ie_length(&e), POSIX_FADV_WILLNEED);
+}
+
 int kura_repo_get(KuraRepoWorker *w, const KuraId *id, void *buf, size_t *ret_len, KuraErr *err) {
         KuraRepo *repo = w->repo;
         char hex[2 * KURA_ID_LEN + 1];
