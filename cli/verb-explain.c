@@ -207,7 +207,8 @@ static const Explain table[] = {
         {KURA_E_DISK_LAYOUT, NULL, 1,
          "A disk's partition table cannot be read, or holds something kura cannot rebuild.",
          "No partition table (use --volume for a bare filesystem); a damaged GPT whose primary and backup copies "
-         "disagree; MD RAID members (not supported for bare-metal recovery yet).",
+         "disagree; MD RAID members (not supported for bare-metal recovery yet); --reinstall-bootloader bios "
+         "with no room for a BIOS boot partition before the first partition, or onto 4096-byte sectors.",
          "Check the disk with 'sfdisk -d DEV' or 'gdisk -l DEV'; back the volume up with --volume instead of --disk."},
         {KURA_E_DISK_NOT_MAPPED, NULL, 1,
          "'kura bmr' does not know which target disk a backed-up disk goes to, or was given a disk the version lacks.",

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "common/kcommon.h"
+#include "common/kio.h"
 #include "engine-internal.h"
 #include "kura/disk.h"
 #include "kura/engine.h"
@@ -62,6 +63,8 @@ typedef struct DiskPlan {
         bool add_esp;              /* --reinstall-bootloader uefi on a disk without an ESP */
         KuraPartition new_esp;     /* the ESP made for it (start/size on the target) */
         const char *esp_taken;     /* where its space came from */
+        bool add_bios;             /* --reinstall-bootloader bios on a GPT disk without a BIOS boot partition */
+        KuraPartition new_bios;    /* the BIOS boot partition made for it, in the gap before the first partition */
 } DiskPlan;
 
 
@@ -229,6 +232,11 @@ static bool needs_recreate(const PartPlan *pp, uint32_t ss) {
 
 
 #define NEW_ESP_SIZE (64 * MIB)
+/* GRUB's core.img with the modules of bios_mods[] is ~210 KiB. */
+#define NEW_BIOS_MIN (256U * 1024)
+#define BIOS_BOOT_GUID "21686148-6449-6E6F-744E-656564454649"
+/* GRUB for BIOS (grub-pc-bin): grub-mkimage's modules and boot.img. */
+#define GRUB_PC_DIR "/usr/lib/grub/i386-pc"
 
 static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraErr *err) {
         const KuraDiskLayout *s = &d->src;
@@ -375,6 +383,35 @@ done:
                 snprintf(e->fs, sizeof e->fs, "vfat");
                 snprintf(e->role, sizeof e->role, "esp");
                 d->dst.parts[n] = *e;
+                d->dst.nparts = n + 1;
+        }
+        if (d->add_bios) {
+                /* GRUB's core.img goes into a BIOS boot partition in the gap
+                 * between the GPT's entries and the first partition (1 MiB on
+                 * every disk partitioned with 1 MiB alignment: ~1007 KiB). */
+                unsigned num = 0;
+                for (size_t i = 0; i < n; i++)
+                        num = KURA_MAX(num, s->parts[i].number);
+                uint64_t start = DIV_ROUND_UP(KURA_MAX(s->first_usable, s->table_end), d->tgt_ss) * d->tgt_ss;
+                uint64_t end = n ? d->dst.parts[0].start : start;
+                for (size_t i = 0; i < n; i++)
+                        end = KURA_MIN(end, d->dst.parts[i].start);
+                if (end < start + NEW_BIOS_MIN)
+                        return kura_err(err, ENOSPC, KURA_E_DISK_LAYOUT,
+                                        "install GRUB for BIOS by hand (grub-install in a chroot), or restore it onto a "
+                                        "UEFI machine",
+                                        "%s: only %" PRIu64 " bytes before its first partition, too few for a BIOS boot "
+                                        "partition (at least %u); nothing was written",
+                                        d->name, end > start ? end - start : 0, NEW_BIOS_MIN);
+                KuraPartition *b = &d->new_bios;
+                memset(b, 0, sizeof *b);
+                b->number = num + 1;
+                b->start = start;
+                b->size = (end - start) / d->tgt_ss * d->tgt_ss;
+                snprintf(b->type, sizeof b->type, "%s", BIOS_BOOT_GUID);
+                snprintf(b->name, sizeof b->name, "BIOS boot");
+                snprintf(b->role, sizeof b->role, "bios-boot");
+                d->dst.parts[n] = *b;
                 d->dst.nparts = n + 1;
         }
         return 0;
@@ -1026,6 +1063,43 @@ static int add_drivers(const KuraBmrOpts *o, DiskPlan *plans, size_t nplans, cha
 
 /* ---- BIOS -> UEFI: a new ESP with GRUB for UEFI ------------------------------ */
 
+/* Which restored filesystem holds GRUB's configuration (/boot/grub/grub.cfg,
+ * or /grub/grub.cfg on a separate /boot)?  Mounts each candidate read-only
+ * at mnt in turn; root_uuid stays empty when none does. */
+static void find_grub_root(DiskPlan *plans, size_t nplans, const char *mnt, char *root_uuid, size_t uuid_size,
+                           char *prefix, size_t prefix_size, const DiskPlan **ret_disk, const PartPlan **ret_part) {
+        root_uuid[0] = prefix[0] = 0;
+        for (size_t i = 0; i < nplans && !root_uuid[0]; i++) {
+                DiskPlan *d = &plans[i];
+                for (size_t k = 0; k < d->src.nparts && !root_uuid[0]; k++) {
+                        const PartPlan *pp = &d->parts[k];
+                        const char *fs = pp->src->fs;
+                        if (!pp->vol || !pp->src->fs_uuid[0] || !(fs_ext(fs) || fs_is(fs, "xfs") || fs_is(fs, "btrfs")))
+                                continue;
+                        char *dev = NULL;
+                        int loop = -1;
+                        if (kura_partdev_attach(d->target, pp->new_start, pp->new_size, false, &dev, &loop, NULL) < 0)
+                                continue;
+                        if (mount(dev, mnt, fs, MS_RDONLY, fs_is(fs, "xfs") ? "nouuid,norecovery" : NULL) == 0) {
+                                _cleanup_free_ char *a = kura_asprintf("%s/boot/grub/grub.cfg", mnt);
+                                _cleanup_free_ char *b = kura_asprintf("%s/grub/grub.cfg", mnt);
+                                if (a && access(a, F_OK) == 0)
+                                        snprintf(prefix, prefix_size, "/boot/grub");
+                                else if (b && access(b, F_OK) == 0)
+                                        snprintf(prefix, prefix_size, "/grub");
+                                if (prefix[0]) {
+                                        snprintf(root_uuid, uuid_size, "%s", pp->src->fs_uuid);
+                                        *ret_disk = d;
+                                        *ret_part = pp;
+                                }
+                                (void) umount2(mnt, 0);
+                        }
+                        free(dev);
+                        kura_partdev_release(loop);
+                }
+        }
+}
+
 /* GRUB for UEFI, built from this system's GRUB modules (grub-efi-amd64-bin)
  * with an early config that finds the restored /boot/grub by filesystem UUID.
  * It is not signed: Secure Boot must be off for it (the report says so). */
@@ -1052,36 +1126,7 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
                 r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
                 goto out;
         }
-        /* Which restored filesystem holds GRUB's configuration? */
-        for (size_t i = 0; i < nplans && !root_uuid[0] && r >= 0; i++) {
-                DiskPlan *d = &plans[i];
-                for (size_t k = 0; k < d->src.nparts && !root_uuid[0]; k++) {
-                        const PartPlan *pp = &d->parts[k];
-                        const char *fs = pp->src->fs;
-                        if (!pp->vol || !pp->src->fs_uuid[0] || !(fs_ext(fs) || fs_is(fs, "xfs") || fs_is(fs, "btrfs")))
-                                continue;
-                        char *dev = NULL;
-                        int loop = -1;
-                        if (kura_partdev_attach(d->target, pp->new_start, pp->new_size, false, &dev, &loop, NULL) < 0)
-                                continue;
-                        if (mount(dev, mnt, fs, MS_RDONLY, fs_is(fs, "xfs") ? "nouuid,norecovery" : NULL) == 0) {
-                                _cleanup_free_ char *a = kura_asprintf("%s/boot/grub/grub.cfg", mnt);
-                                _cleanup_free_ char *b = kura_asprintf("%s/grub/grub.cfg", mnt);
-                                if (a && access(a, F_OK) == 0)
-                                        snprintf(prefix, sizeof prefix, "/boot/grub");
-                                else if (b && access(b, F_OK) == 0)
-                                        snprintf(prefix, sizeof prefix, "/grub");
-                                if (prefix[0]) {
-                                        snprintf(root_uuid, sizeof root_uuid, "%s", pp->src->fs_uuid);
-                                        root_disk = d;
-                                        root_part = pp;
-                                }
-                                (void) umount2(mnt, 0);
-                        }
-                        free(dev);
-                        kura_partdev_release(loop);
-                }
-        }
+        find_grub_root(plans, nplans, mnt, root_uuid, sizeof root_uuid, prefix, sizeof prefix, &root_disk, &root_part);
         if (!root_uuid[0]) {
                 r = kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "install GRUB for UEFI by hand (grub-install in a chroot)",
                              "--reinstall-bootloader: no restored filesystem holds /boot/grub/grub.cfg");
@@ -1158,6 +1203,110 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
                         kura_partdev_release(rloop);
                 }
         }
+out:
+        if (img)
+                unlink(img);
+        if (cfg)
+                unlink(cfg);
+        if (mnt)
+                rmdir(mnt);
+        rmdir(work);
+        return r;
+}
+
+/* ---- UEFI -> BIOS: GRUB for BIOS in a new BIOS boot partition ----------------- */
+
+static const char *const bios_mods[] = {
+        "biosdisk", "part_gpt", "part_msdos", "ext2", "fat", "xfs", "btrfs", "linux", "normal", "search",
+        "search_fs_uuid", "search_fs_file", "search_label", "configfile", "echo", "serial", "terminal", "terminfo",
+        "gzio", "test", "ls", "cat", "halt", "reboot", "minicmd", "boot", "sleep", "loadenv", NULL};
+
+/* What grub-install does for a GPT disk on BIOS, without grub-bios-setup
+ * (which needs the running system's device map): core.img (GRUB i386-pc
+ * with an early config that finds /boot/grub by filesystem UUID) into the
+ * BIOS boot partition, its first sector's blocklist pointing at the sector
+ * after it; boot.img's 440 bytes of code into the protective MBR (the
+ * table stays), with core.img's LBA at 0x5c and the drive check at 0x66
+ * replaced by two NOPs (some BIOSes pass a wrong drive number). */
+static int install_bios(const KuraBmrOpts *o, DiskPlan *d, DiskPlan *plans, size_t nplans, char **report,
+                        KuraErr *err) {
+        const char *tmpd = tmpdir_of(o);
+        _cleanup_free_ char *work = kura_asprintf("%s/kura-bmr-bios.XXXXXX", tmpd);
+        if (!work || !mkdtemp(work))
+                return kura_err_errno(err, work ? -errno : -ENOMEM, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
+                                      "cannot make a scratch directory in %s", tmpd);
+        _cleanup_free_ char *mnt = kura_asprintf("%s/m", work);
+        _cleanup_free_ char *cfg = kura_asprintf("%s/early.cfg", work);
+        _cleanup_free_ char *img = kura_asprintf("%s/core.img", work);
+        _cleanup_free_ uint8_t *core = NULL;
+        uint8_t boot[512];
+        int r = 0;
+        char root_uuid[64] = "", prefix[32] = "";
+        const DiskPlan *root_disk = NULL;
+        const PartPlan *root_part = NULL;
+        if (!mnt || !cfg || !img || mkdir(mnt, 0700) < 0) {
+                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+                goto out;
+        }
+        find_grub_root(plans, nplans, mnt, root_uuid, sizeof root_uuid, prefix, sizeof prefix, &root_disk, &root_part);
+        if (!root_uuid[0]) {
+                r = kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "install GRUB for BIOS by hand (grub-install in a chroot)",
+                             "--reinstall-bootloader: no restored filesystem holds /boot/grub/grub.cfg");
+                goto out;
+        }
+        FILE *f = fopen(cfg, "we");
+        if (!f) {
+                r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot write %s", cfg);
+                goto out;
+        }
+        fprintf(f, "search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)%s\n", root_uuid, prefix);
+        fclose(f);
+        const char *mk[64] = {"grub-mkimage", "-O", "i386-pc", "-p", prefix, "-c", cfg, "-o", img};
+        int a = 9;
+        for (int i = 0; bios_mods[i] && a < 62; i++)
+                mk[a++] = bios_mods[i];
+        mk[a] = NULL;
+        r = run_tool(mk, KURA_E_TOOL_MISSING, "building GRUB for BIOS (grub-pc-bin)", err);
+        if (r < 0)
+                goto out;
+        size_t clen = 0;
+        r = kio_read_file(img, 1U << 20, &core, &clen);
+        if (r >= 0) {
+                _cleanup_close_ int bfd = open(GRUB_PC_DIR "/boot.img", O_RDONLY | O_CLOEXEC);
+                r = bfd < 0 ? -errno : kio_pread_full(bfd, boot, sizeof boot, 0);
+                if (r < 0) {
+                        r = kura_err_errno(err, r, KURA_E_TOOL_MISSING, "install grub-pc-bin",
+                                           "cannot read " GRUB_PC_DIR "/boot.img");
+                        goto out;
+                }
+        } else {
+                r = kura_err_errno(err, r, KURA_E_TARGET_IO, "", "cannot read %s", img);
+                goto out;
+        }
+        if (clen < 512 || clen > d->new_bios.size) {
+                r = kura_err(err, ENOSPC, KURA_E_DISK_LAYOUT, "install GRUB for BIOS by hand (grub-install in a chroot)",
+                             "GRUB's core.img (%zu bytes) does not fit the new BIOS boot partition (%" PRIu64 " bytes)",
+                             clen, d->new_bios.size);
+                goto out;
+        }
+        uint64_t core_lba = d->new_bios.start / 512;
+        put_le64(core + 0x1f4, core_lba + 1);
+        put_le64(boot + 0x5c, core_lba);
+        boot[0x66] = 0x90;
+        boot[0x67] = 0x90;
+        {
+                _cleanup_close_ int fd = open(d->target, O_WRONLY | O_CLOEXEC);
+                if (fd < 0 || pwrite(fd, core, clen, (off_t) d->new_bios.start) != (ssize_t) clen ||
+                    pwrite(fd, boot, 440, 0) != 440 || fsync(fd) < 0) {
+                        r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "check the disk",
+                                           "cannot write GRUB's boot code to %s", d->target);
+                        goto out;
+                }
+        }
+        kura_appendf(report, "  %sp%u: new BIOS boot partition (%" PRIu64 " bytes at byte %" PRIu64 ", in the gap "
+                "before the first partition); GRUB for BIOS (i386-pc) installed there and in the MBR, finding "
+                "%s on UUID %s\n",
+                d->name, d->new_bios.number, d->new_bios.size, d->new_bios.start, prefix, root_uuid);
 out:
         if (img)
                 unlink(img);
@@ -1316,14 +1465,17 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                         }
                         if (!strcmp(fw, "uefi") && !has_esp && i == 0)
                                 d->add_esp = true;
-                        else if (!strcmp(fw, "bios") && !has_bios) {
-                                r = kura_err(err, ENOTSUP, KURA_E_DISK_LAYOUT,
-                                             "restore it onto a UEFI machine, or install GRUB for BIOS by hand "
-                                             "(grub-install in a chroot)",
-                                             "%s boots with UEFI only; moving it to BIOS (a BIOS boot partition) is "
-                                             "not supported yet; nothing was written",
-                                             d->name);
-                                goto out;
+                        else if (!strcmp(fw, "bios") && !has_bios && i == 0) {
+                                if (d->tgt_ss != 512) {
+                                        r = kura_err(err, ENOTSUP, KURA_E_DISK_LAYOUT,
+                                                     "restore it onto a disk with 512-byte sectors, or onto a UEFI "
+                                                     "machine",
+                                                     "%s: BIOS firmware cannot boot %s with %u-byte sectors; nothing "
+                                                     "was written",
+                                                     d->name, d->target, d->tgt_ss);
+                                        goto out;
+                                }
+                                d->add_bios = true;
                         } else if (strcmp(fw, "uefi") && strcmp(fw, "bios")) {
                                 r = kura_err(err, EINVAL, KURA_E_USAGE, "use uefi, bios or auto",
                                              "--reinstall-bootloader %s", o->reinstall_bootloader);
@@ -1356,6 +1508,14 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                                 pp->new_start, pp->action);
                 }
         }
+        for (size_t i = 0; i < nplans; i++)
+                if (plans[i].add_bios) {
+                        char a[32];
+                        kura_format_bytes(plans[i].new_bios.size, a, sizeof a);
+                        kura_appendf(&res->plan, "  %sp%u bios-boot -           new %s at byte %" PRIu64
+                                ": made for BIOS in the gap before the first partition, GRUB for BIOS installed there\n",
+                                plans[i].name, plans[i].new_bios.number, a, plans[i].new_bios.start);
+                }
         for (size_t i = 0; i < nplans; i++)
                 if (plans[i].add_esp) {
                         char a[32];
@@ -1405,6 +1565,12 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
         for (size_t i = 0; i < nplans; i++)
                 if (plans[i].add_esp) {
                         r = install_uefi(o, &plans[i], plans, nplans, &res->report, err);
+                        if (r < 0)
+                                goto out;
+                }
+        for (size_t i = 0; i < nplans; i++)
+                if (plans[i].add_bios) {
+                        r = install_bios(o, &plans[i], plans, nplans, &res->report, err);
                         if (r < 0)
                                 goto out;
                 }

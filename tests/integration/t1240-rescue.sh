@@ -14,7 +14,8 @@
 #   3. (KURA_TEST_RESCUE_BMR=0 skips it) the bare-metal case, two more boots: the
 #    GPT test disk of tests/vm/make-test-disk.sh backed up with --disk, restored
 #    by the rescue image under UEFI (kura.mode=auto must pick `kura bmr`), and
-#    the restored disk must boot to exactly the original's marker.
+#    the restored disk must boot to exactly the original's marker; kura bmr,
+#    running under UEFI there, must have registered a boot entry (efibootmgr).
 # Guest time measured: ~46 + ~53 + ~44 + ~21 s; builds and set-up ~60 s; the
 # rest is waiting for other tests' guests (one at a time).
 # KURA_TEST_RESCUE_INTERACTIVE=1 adds one more boot (BIOS, ~65 s) that drives
@@ -265,6 +266,10 @@ if [ "${KURA_TEST_RESCUE_BMR:-1}" = 1 ]; then
                 --marker 'KURA-RESCUE-RESULT: PASS' --fail-marker 'KURA-RESCUE-RESULT: FAIL' ||
                 { grep -a 'kura\|KURA' "$T/bmr.log" | tail -30 >&2; fail "the rescue image's bmr did not restore"; }
         grep -aq 'KURA-RESCUE-RUN: kura bmr --version' "$T/bmr.log" || fail "kura.mode=auto did not run kura bmr"
+        # Under UEFI kura bmr registers the restored system with the firmware
+        # (OVMF keeps its variables in RAM for this boot).
+        grep -aq 'UEFI: boot entry "kura restored system" registered for /dev/vda partition 2' "$T/bmr.log" ||
+                { grep -a 'UEFI' "$T/bmr.log" >&2; fail "kura bmr under UEFI did not register a boot entry (efibootmgr)"; }
         info "UEFI rescue with kura bmr: $((SECONDS - t0)) s"
         t0=$SECONDS
         bmr_boot uefi "$T/target4.img" "$T/marker" --timeout 300 ||

@@ -21,7 +21,7 @@ export KURA_TIMEOUT=600
 bmr_make_disk mbr "$T/mbr.img"
 bmr_marker_expected mbr >"$T/expected"
 SIZE=$(stat -c %s "$T/mbr.img")
-# The system's fstab (the test disk has none): kura must add the new ESP to it.
+# The system's fstab names / by UUID (rewritten here as a plain one): kura must add the new ESP to it.
 read -r rstart rsize < <(bmr_part_range "$T/mbr.img" 1)
 R=$(losetup -f --show -o "$rstart" --sizelimit "$rsize" "$T/mbr.img") || fail "losetup root"
 echo "$R" >>"$T/loops"
