@@ -340,6 +340,39 @@ static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraEr
                 }
         }
 done:
+        /* An MBR extended partition is a container: it follows its logical
+         * partitions (grown, shrunk or moved above), keeping the original
+         * room before the first one (its EBR) and after the last. */
+        for (size_t i = 0; i < n; i++) {
+                PartPlan *e = &d->parts[i];
+                if (strcmp(e->src->role, "extended") != 0)
+                        continue;
+                uint64_t lo = UINT64_MAX, hi = 0, slo = UINT64_MAX, shi = 0;
+                for (size_t k = 0; k < n; k++) {
+                        const PartPlan *l = &d->parts[k];
+                        if (l->src->number < 5)
+                                continue;
+                        lo = KURA_MIN(lo, l->new_start);
+                        hi = KURA_MAX(hi, l->new_start + l->new_size);
+                        slo = KURA_MIN(slo, l->src->start);
+                        shi = KURA_MAX(shi, l->src->start + l->src->size);
+                }
+                if (hi == 0)
+                        continue; /* no logical partitions: kept as it is */
+                uint64_t head = slo - e->src->start;
+                uint64_t tail = e->src->start + e->src->size > shi ? e->src->start + e->src->size - shi : 0;
+                uint64_t end = KURA_MIN(hi + tail, KURA_MAX(hi, avail_end(s->label, d->tgt_size, d->tgt_ss)));
+                e->new_start = lo - head;
+                e->new_size = end - e->new_start;
+                for (size_t k = 0; k < n; k++) {
+                        const PartPlan *l = &d->parts[k];
+                        if (l->src->number >= 5 &&
+                            (l->new_start < e->new_start + head || l->new_start + l->new_size > end))
+                                return kura_err(err, EINVAL, KURA_E_INTERNAL, "report this",
+                                                "layout planning put %sp%u outside its extended partition",
+                                                d->name, l->src->number);
+                }
+        }
         for (size_t i = 0; i < n; i++) {
                 PartPlan *pp = &d->parts[i];
                 d->dst.parts[i].start = pp->new_start;
