@@ -248,6 +248,8 @@ typedef struct KuraLockInfo {
         bool exclusive;
         int64_t time_ns;
         bool stale;              /* dead process on this host, or other host and older than the stale age */
+        char boot_id[40];        /* the holder's kernel boot ID ("" in locks of older kuras) */
+        uint64_t start;          /* the holder's start time, clock ticks after boot (0: unknown) */
 } KuraLockInfo;
 
 int kura_lock_list(const char *repo_path, int64_t stale_age_s, KuraLockInfo **ret, size_t *ret_n, KuraErr *err);

@@ -5,7 +5,8 @@
  * Taking a lock: write our file (atomically, temp + rename), then list the
  * directory; a conflicting live lock makes us remove ours and fail.  Two
  * lockers racing may both fail, never both succeed.  Locks of this host
- * whose process is gone are removed on the way (kill(pid, 0) == ESRCH);
+ * whose process is gone are removed on the way (holder_dead(): the PID is
+ * gone, or the lock is from an earlier boot, or the PID was reused);
  * locks of other hosts are only removed by `kura unlock` (kura_lock_remove).
  */
 #include <dirent.h>
@@ -14,7 +15,61 @@
 
 #include "repo-internal.h"
 
-static bool pid_dead(int pid) { return pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH); }
+/* This boot's ID ("" if the kernel does not say): a lock written under
+ * another boot of this host belongs to a process that is gone. */
+static void boot_id(char *buf, size_t n) {
+        buf[0] = 0;
+        FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re"); /* proc files have no size: not kio_read_file */
+        if (!f)
+                return;
+        if (!fgets(buf, (int) n, f))
+                buf[0] = 0;
+        fclose(f);
+        buf[strcspn(buf, "\n ")] = 0;
+}
+
+/* Field 22 of /proc/PID/stat: when the process started, in clock ticks
+ * after boot; 0 if unknown.  A PID reused by a newer process has another. */
+static uint64_t proc_start(int pid) {
+        char path[64], text[1024];
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return 0;
+        size_t len = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[len] = 0;
+        char *p = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
+        if (!p)
+                return 0;
+        p++;
+        for (int field = 3; field < 22; field++) {
+                p = strchr(p + 1, ' ');
+                if (!p)
+                        return 0;
+        }
+        char *end = NULL;
+        unsigned long long v = strtoull(p + 1, &end, 10);
+        return end && end != p + 1 ? (uint64_t) v : 0;
+}
+
+/* Is the holder of a lock of this host gone?  Its process is gone, or it
+ * ran under an earlier boot, or its PID now belongs to a process started
+ * at another time (after a reboot or a wrap, PIDs are reused). */
+static bool holder_dead(const KuraLockInfo *li) {
+        if (li->pid <= 0 || (kill(li->pid, 0) < 0 && errno == ESRCH))
+                return true;
+        char now[40];
+        boot_id(now, sizeof now);
+        if (li->boot_id[0] && now[0] && strcmp(li->boot_id, now) != 0)
+                return true;
+        if (li->start) {
+                uint64_t st = proc_start(li->pid);
+                if (st && st != li->start)
+                        return true;
+        }
+        return false;
+}
 
 static void format_age(int64_t s, char *buf, size_t n) {
         if (s < 0)
@@ -45,6 +100,13 @@ static int lock_parse(const uint8_t *data, size_t n, KuraLockInfo *li) {
                 snprintf(li->host, sizeof li->host, "%s", host);
                 li->pid = (int) json_integer_value(pid);
                 li->exclusive = json_is_true(ex);
+                /* Optional (kura >= 0.3): who exactly holds it. */
+                const char *bid = json_string_value(json_object_get(o, "boot_id"));
+                json_t *st = json_object_get(o, "start");
+                if (bid && strlen(bid) < sizeof li->boot_id)
+                        snprintf(li->boot_id, sizeof li->boot_id, "%s", bid);
+                if (json_is_integer(st) && json_integer_value(st) > 0)
+                        li->start = (uint64_t) json_integer_value(st);
         }
         json_decref(o);
         return r;
@@ -85,8 +147,10 @@ int kura_lock_take(KuraRepo *repo, KuraLockMode mode, KuraErr *err) {
         _cleanup_free_ char *dir = kura_repo_subpath(repo, "locks", NULL);
         /* "<host>-<pid>-<random>", host cut so that the name fits KuraLockInfo.name */
         _cleanup_free_ char *name = kura_asprintf("%.48s-%d-%s", host, (int) getpid(), rnd_hex);
-        json_t *o = json_pack("{s:s, s:i, s:b, s:s}", "host", host, "pid", (int) getpid(), "exclusive", exclusive,
-                              "time", time);
+        char bid[40];
+        boot_id(bid, sizeof bid);
+        json_t *o = json_pack("{s:s, s:i, s:b, s:s, s:s, s:I}", "host", host, "pid", (int) getpid(), "exclusive",
+                              exclusive, "time", time, "boot_id", bid, "start", (json_int_t) proc_start(getpid()));
         char *s = o ? kura_json_dumps_checked(o, 0) : NULL;
         json_decref(o);
         if (!dir || !name || !s) {
@@ -124,7 +188,7 @@ int kura_lock_take(KuraRepo *repo, KuraLockMode mode, KuraErr *err) {
                 KuraLockInfo li;
                 if (lock_read(dir, de->d_name, &li) < 0)
                         continue; /* vanished meanwhile, or junk: `kura unlock` removes junk */
-                if (strcmp(li.host, host) == 0 && pid_dead(li.pid)) {
+                if (strcmp(li.host, host) == 0 && holder_dead(&li)) {
                         _cleanup_free_ char *p = kura_path_join(dir, de->d_name);
                         if (p)
                                 (void) kio_unlink(p);
@@ -195,7 +259,7 @@ int kura_lock_list(const char *repo_path, int64_t stale_age_s, KuraLockInfo **re
                 if (k < 0)
                         li.stale = true; /* not a lock: junk that `kura unlock` may remove */
                 else if (strcmp(li.host, host) == 0)
-                        li.stale = pid_dead(li.pid);
+                        li.stale = holder_dead(&li);
                 else
                         li.stale = now - li.time_ns > stale_age_s * 1000000000LL;
                 KuraLockInfo *nv = realloc(v, (n + 1) * sizeof *nv);

@@ -72,6 +72,30 @@ printf '{"host":"%s","pid":999999,"exclusive":true,"time":"%s"}\n' "$(hostname)"
 kok prune
 [ ! -e "$REPO/locks/stale-itest2" ] || fail "the stale lock was not removed by prune"
 
+# A lock of this host whose PID is alive but belongs to another process: written
+# under an earlier boot (after a crash and reboot, PIDs are handed out again), or
+# by a process that started at another time.  Both are gone; a lock of a live
+# holder (this shell: same boot, same start time) is not.
+bid=$(cat /proc/sys/kernel/random/boot_id)
+start=$(awk '{ sub(/.*\) /, ""); print $20 }' /proc/$$/stat)
+printf '{"host":"%s","pid":1,"exclusive":true,"time":"%s","boot_id":"00000000-0000-4000-8000-000000000000","start":1}\n' \
+        "$(hostname)" "$now" >"$REPO/locks/oldboot-itest"
+printf '{"host":"%s","pid":%d,"exclusive":true,"time":"%s","boot_id":"%s","start":%d}\n' \
+        "$(hostname)" $$ "$now" "$bid" $((start + 1)) >"$REPO/locks/reused-itest"
+kok backup --volume "$vol" --tag after-reboot
+[ ! -e "$REPO/locks/oldboot-itest" ] || fail "a lock from an earlier boot (its PID alive now) was not removed"
+[ ! -e "$REPO/locks/reused-itest" ] || fail "a lock whose PID was reused was not removed"
+printf '{"host":"%s","pid":%d,"exclusive":true,"time":"%s","boot_id":"%s","start":%d}\n' \
+        "$(hostname)" $$ "$now" "$bid" "$start" >"$REPO/locks/live-itest"
+expect_fail 5 KURA-E-LOCKED backup --volume "$vol"
+rm -f "$REPO/locks/live-itest"
+kok versions --json
+v5=$(jq -r '.versions[] | select(.tags | index("after-reboot")) | .id' "$T/out")
+[ -n "$v5" ] || fail "the backup after removing the stale locks is not listed"
+kok forget "$v5"
+# The lock kura writes names its holder that way.
+grep -q '"boot_id": *"'"$bid"'"' "$REPO"/locks/* 2>/dev/null && fail "a lock was left behind"
+
 # ---- a lock held by another host -------------------------------------------------------
 printf '{"host":"other-host.itest","pid":4242,"exclusive":true,"time":"%s"}\n' "$now" >"$REPO/locks/other-itest"
 tree_sha "$REPO" >"$T/before-locked"
