@@ -266,6 +266,10 @@ if [ "${KURA_TEST_RESCUE_BMR:-1}" = 1 ]; then
                 --marker 'KURA-RESCUE-RESULT: PASS' --fail-marker 'KURA-RESCUE-RESULT: FAIL' ||
                 { grep -a 'kura\|KURA' "$T/bmr.log" | tail -30 >&2; fail "the rescue image's bmr did not restore"; }
         grep -aq 'KURA-RESCUE-RUN: kura bmr --version' "$T/bmr.log" || fail "kura.mode=auto did not run kura bmr"
+        # No kura.disk-map: --disk-map auto must pick the one empty disk (/dev/vda;
+        # /dev/vdb holds the repository, the CD-ROM is not a disk).
+        grep -aq 'KURA-RESCUE-RUN: kura bmr --version latest --disk-map auto --yes' "$T/bmr.log" ||
+                fail "the rescue image did not default to --disk-map auto"
         # Under UEFI kura bmr registers the restored system with the firmware
         # (OVMF keeps its variables in RAM for this boot).
         grep -aq 'UEFI: boot entry "kura restored system" registered for /dev/vda partition 2' "$T/bmr.log" ||
