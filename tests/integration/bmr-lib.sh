@@ -6,7 +6,8 @@
 # The disks and the marker format: tests/vm/README.md, "Bootable test disks".
 #
 #   bmr_make_disk KIND IMG [SECTOR]
-#       KIND gpt|mbr, SECTOR 512 (default) or 4096 (gpt only).  Writes a fresh
+#       KIND gpt|mbr|lvm, SECTOR 512 (default) or 4096 (gpt only).  lvm is
+#       built partly in a qemu guest (tests/vm/guest-make-lvm-disk.sh).  Writes a fresh
 #       pristine disk to IMG (sparse copy of a cached build, see below).
 #   bmr_marker_expected KIND [SECTOR]
 #       prints the marker block (KURA-MARKER-BEGIN .. KURA-MARKER-END, in the
@@ -27,8 +28,9 @@
 #       SECTOR 4096 reads the table through a 4096-byte-sector loop device).
 #
 # Cache: $KURA_VM_CACHE/test-disks/<kind>-<sector>-<key>.{img,expected}, key =
-# checksum of make-test-disk.sh, disk-init.sh, disk-initrd.sh, the kernel
-# version, busybox and GRUB's images.  KURA_BMR_NO_CACHE=1 always builds.
+# checksum of make-test-disk.sh, disk-init.sh, disk-initrd.sh, the other
+# scripts copied onto the disks, guest-make-lvm-disk.sh, the kernel version,
+# busybox, GRUB's images and (in the lvm disk's initramfs) lvm and cryptsetup.  KURA_BMR_NO_CACHE=1 always builds.
 
 BMR_VM=$SRCROOT/tests/vm
 BMR_CACHE=${KURA_VM_CACHE:-/var/cache/kura-vm}/test-disks
@@ -41,6 +43,10 @@ _bmr_key() { # KIND SECTOR
                 cat "$BMR_VM/make-test-disk.sh" "$BMR_VM/disk-init.sh" "$BMR_VM/disk-initrd.sh" "$BMR_VM/disk-update-initramfs.sh" "$BMR_VM/disk-job.sh"
                 cat "${KURA_VM_CACHE:-/var/cache/kura-vm}/KVER" 2>/dev/null
                 cksum /bin/busybox /usr/lib/grub/i386-pc/kernel.img /usr/lib/grub/x86_64-efi/kernel.img 2>/dev/null | cut -d' ' -f1,2
+                if [ "$1" = lvm ]; then
+                        cat "$BMR_VM/guest-make-lvm-disk.sh"
+                        cksum /sbin/lvm /sbin/cryptsetup 2>/dev/null | cut -d' ' -f1,2
+                fi
         } | sha256sum | cut -c1-16
 }
 

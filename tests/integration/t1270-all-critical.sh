@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # kura-test: no-asan
-# kura-test: timeout=600
+# kura-test: timeout=900
 #
 # `kura critical` and `kura backup --all-critical` on a system BOOTED from a
 # test disk (never on this host's own disks): the GPT test disk (bmr-lib.sh)

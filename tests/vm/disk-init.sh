@@ -61,7 +61,15 @@ rootdev=
 majmin=$(awk '$5 == "/" { m = $3 } END { print m }' /proc/self/mountinfo 2>/dev/null)
 [ -n "$majmin" ] && rootdev=$(sed -n 's/^DEVNAME=//p' "/sys/dev/block/$majmin/uevent" 2>/dev/null)
 disk=
-[ -n "$rootdev" ] && disk=$(basename "$(dirname "$(readlink -f "/sys/class/block/$rootdev")")")
+# A root on device-mapper (an LV, a LUKS mapping): follow its slaves down to a
+# partition; the boot disk is that partition's parent.
+rootpart=$rootdev
+while [ -n "$rootpart" ] && [ -d "/sys/block/$rootpart/slaves" ]; do
+        s=$(ls "/sys/block/$rootpart/slaves" 2>/dev/null | head -n 1)
+        [ -n "$s" ] || break
+        rootpart=$s
+done
+[ -n "$rootpart" ] && disk=$(basename "$(dirname "$(readlink -f "/sys/class/block/$rootpart")")")
 [ -b "/dev/$disk" ] || disk=
 ss=512
 [ -n "$disk" ] && ss=$(cat "/sys/block/$disk/queue/logical_block_size")
@@ -70,6 +78,46 @@ partdev() { # partition number -> /dev node on the boot disk
                 [ "$(cat "$p/partition" 2>/dev/null)" = "$1" ] && { echo "/dev/${p##*/}"; return 0; }
         done
         return 1
+}
+
+# LVM and LUKS on partition $1 (/dev node $2), read from its bytes; appends
+# to STACK the lines "lvm part N pv-uuid=... vg=... lv=..." (LVs: the active
+# dm devices on it, by name, "none" if none) and "luks part N version=V
+# uuid=... open=NAME|no".
+STACK=
+stack_lines() { # N DEV
+        [ -n "$2" ] && [ -b "$2" ] || return 0
+        p=${2#/dev/}
+        holders=
+        for h in /sys/class/block/"$p"/holders/*; do
+                [ -f "$h/dm/name" ] && holders="$holders $(cat "$h/dm/name") "
+        done
+        if [ "$(hexat "$2" 512 8)" = 4c4142454c4f4e45 ] && [ "$(hexat "$2" 536 8)" = 4c564d3220303031 ]; then
+                # LABELONE at sector 1; pv_header (UUID, 32 characters) at 512 + 32.
+                u=$(dd if="$2" bs=1 skip=544 count=32 2>/dev/null)
+                u="${u:0:6}-${u:6:4}-${u:10:4}-${u:14:4}-${u:18:4}-${u:22:4}-${u:26:6}"
+                # The VG's name opens its metadata text ("NAME {"), in the first MiB.
+                vg=$(dd if="$2" bs=4096 skip=1 count=255 2>/dev/null | strings |
+                        sed -n 's/^\([A-Za-z0-9_.+-][A-Za-z0-9_.+-]*\) {$/\1/p' | head -n 1)
+                lvs=
+                for n in $holders; do
+                        # dm name VG-LV, dashes inside either doubled
+                        case $n in "${vg:-?}-"*) lvs="$lvs,$(echo "${n#"$vg"-}" | sed 's/--/-/g')" ;; esac
+                done
+                lvs=$(echo "${lvs#,}" | tr , '\n' | sort | tr '\n' , | sed 's/,$//')
+                STACK="${STACK}KURA-MARKER lvm part $1 pv-uuid=$u vg=${vg:-unreadable} lv=${lvs:-none}
+"
+        fi
+        if [ "$(hexat "$2" 0 6)" = 4c554b53babe ]; then
+                v=$((0x$(hexat "$2" 6 2))) # big-endian
+                u=$(dd if="$2" bs=1 skip=168 count=36 2>/dev/null)
+                o=
+                for h in /sys/class/block/"$p"/holders/*; do
+                        case $(cat "$h/dm/uuid" 2>/dev/null) in CRYPT-LUKS*) o=$(cat "$h/dm/name") ;; esac
+                done
+                STACK="${STACK}KURA-MARKER luks part $1 version=$v uuid=$u open=${o:-no}
+"
+        fi
 }
 
 out "KURA-MARKER-BEGIN"
@@ -117,8 +165,10 @@ elif [ "$(hexat "/dev/$disk" "$ss" 8)" = 4546492050415254 ]; then
                 done
                 out "KURA-MARKER part $i type=$type uuid=$(upper "$(guid "${e:32:32}" mixed)") name=$name"
                 [ "$type" = 0657FD6D-A4AB-43C4-84E5-0933C84B4F4F ] && swapdev=$(partdev "$i")
+                stack_lines "$i" "$(partdev "$i")"
         done </tmp/gpt-entries
         rm -f /tmp/gpt-entries
+        [ -n "$STACK" ] && OUT="$OUT$STACK"
 elif [ "$(hexat "/dev/$disk" 510 2)" = 55aa ]; then
         table=dos
         sig=$(le "$(hexat "/dev/$disk" 440 4)")
@@ -182,7 +232,7 @@ w=$(dmesg | sed 's/^\[[^]]*\] *//' | grep -a 'GPT' | tr '\n' '|' | sed 's/|$//; 
 out "KURA-MARKER gpt-warnings=${w:-none}"
 out "KURA-MARKER-END"
 
-echo "KURA-INFO disk=$disk root=$rootdev table=$table logical-sector-size=$ss kernel=$KVER" >/dev/console
+echo "KURA-INFO disk=$disk root=$rootdev$([ "$rootpart" != "$rootdev" ] && echo " root-partition=$rootpart") table=$table logical-sector-size=$ss kernel=$KVER" >/dev/console
 # Firmware and Secure Boot state (not part of the marker: it differs between firmwares).
 sb=no-uefi
 if [ -d /sys/firmware/efi ]; then
