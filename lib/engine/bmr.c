@@ -634,7 +634,6 @@ static int esp_fallback(const char *dev, char **report, KuraErr *err) {
         (void) kura_engine_run(md, NULL);
         _cleanup_free_ char *tmp = kura_asprintf("/tmp/kura-esp.%d", (int) getpid());
         const char *pairs[3][2] = {{loader, "::/EFI/BOOT/BOOTX64.EFI"}, {NULL, NULL}, {NULL, NULL}};
-        _cleanup_free_ char *g2 = NULL;
         if (shim[0] && grub[0])
                 pairs[1][0] = grub, pairs[1][1] = "::/EFI/BOOT/grubx64.efi";
         if (shim[0] && mm[0])

@@ -558,6 +558,8 @@ static int luks_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion 
                         *c = '_';
         bool opened = false;
         int r = 0;
+        /* Before the first goto: the cleanup at `out` must never see it uninitialised. */
+        _cleanup_free_ char *out = NULL;
         _cleanup_close_ int fd = file ? open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
         if (fd < 0) {
                 r = kura_err_errno(err, file ? -errno : -ENOMEM, KURA_E_TARGET_IO, "", "cannot create %s",
@@ -578,7 +580,6 @@ static int luks_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion 
         kura_appendf(report, "  LUKS: header of %s (UUID %s) written back onto %s\n", vol, uuid ? uuid : "?", dev);
         const char *op[] = {"cryptsetup", "open", "--type", "luks", "--key-file", o->luks_key_file, dev, mapping,
                             NULL};
-        _cleanup_free_ char *out = NULL;
         r = kura_engine_run(op, &out);
         if (r == 2) {
                 /* cryptsetup: 2 = no key available with this passphrase. */

@@ -737,7 +737,8 @@ static int run_guest(Ctx *c, DiskRun *d, const char *fw, const char *const *argv
         int r = vm_lock(o, &lockfd, err);
         if (r < 0)
                 return r;
-        _cleanup_close_ int lk = lockfd;
+        _cleanup_close_ int lk = lockfd; /* the boot lock, held until return */
+        (void) lk;
         Console cs = {.fd = -1};
         int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (logfd >= 0)

@@ -123,7 +123,8 @@ static int records_lock(const char *state_dir) {
 }
 
 int kura_shadow_record_add(const char *state_dir, const KuraShadow *s, bool retained_for_backup) {
-        _cleanup_close_ int lk = records_lock(state_dir);
+        _cleanup_close_ int lk = records_lock(state_dir); /* held until return */
+        (void) lk;
         _cleanup_free_ KuraShadowInfo *v = NULL;
         size_t n = 0;
         int r = kura_shadow_records_load(state_dir, &v, &n);
@@ -146,7 +147,8 @@ int kura_shadow_record_add(const char *state_dir, const KuraShadow *s, bool reta
 }
 
 int kura_shadow_record_remove(const char *state_dir, const char *id) {
-        _cleanup_close_ int lk = records_lock(state_dir);
+        _cleanup_close_ int lk = records_lock(state_dir); /* held until return */
+        (void) lk;
         _cleanup_free_ KuraShadowInfo *v = NULL;
         size_t n = 0, k = 0;
         int r = kura_shadow_records_load(state_dir, &v, &n);
