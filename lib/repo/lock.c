@@ -84,8 +84,7 @@ static void format_age(int64_t s, char *buf, size_t n) {
                 snprintf(buf, n, "%lldd", (long long) (s / 86400));
 }
 
-/* Parse a lock file; -EBADMSG if it is not one. */
-static int lock_parse(const uint8_t *data, size_t n, KuraLockInfo *li) {
+int kura_lock_parse(const uint8_t *data, size_t n, KuraLockInfo *li) {
         json_t *o = json_loadb((const char *) data, n, 0, NULL);
         if (!o)
                 return KURA_CORRUPT();
@@ -125,7 +124,7 @@ static int lock_read(const char *dir, const char *name, KuraLockInfo *li) {
                 return KURA_CORRUPT();
         if (r < 0)
                 return r;
-        return lock_parse(data, n, li);
+        return kura_lock_parse(data, n, li);
 }
 
 static bool is_lock_name(const char *name) { return name[0] != '.' && strlen(name) < sizeof(((KuraLockInfo *) 0)->name); }

@@ -173,6 +173,9 @@ int kura_repo_read_blob_at(KuraRepoWorker *w, const char *pack_path, const KuraI
  * above KURA_SEALED_BLOB_MAX, or a reserved ID.  e->pack is set to 0. */
 int kura_entry_record_decode(KuraBufReader *br, KuraIndexEntry *e);
 
+/* Parse a lock file (§8) into *li (name not set); -EBADMSG if it is not one. */
+int kura_lock_parse(const uint8_t *data, size_t n, KuraLockInfo *li);
+
 /* More of the in-memory index (caller holds repo->index_lock for all of them). */
 /* A number for a pack still being written (its ID is not known yet). */
 int kura_index_pack_new_pending(KuraIndex *idx, uint32_t *ret);
