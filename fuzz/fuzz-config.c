@@ -6,16 +6,7 @@
  * level in range), and kura_config_encode() of it decodes to the same values.
  */
 #include "repo/repo-internal.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         KuraRepoConfig c, d;

@@ -11,16 +11,7 @@
 #include <string.h>
 
 #include "kura/disk.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         json_t *j = json_loadb((const char *) data, size, JSON_REJECT_DUPLICATES, NULL);

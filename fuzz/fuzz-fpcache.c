@@ -20,16 +20,7 @@
 #include "common/kcommon.h"
 #include "crypto/kcrypto.h"
 #include "engine/engine-internal.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 #define FUZZ_REPO_ID "6b7572612d66757a7a2d7265706f2d69642d303030303030303030303030303031"
 #define FUZZ_VOLUME_KEY "uuid:00000000-0000-0000-0000-000000000000:fuzz"

@@ -8,16 +8,7 @@
  * decode(x).
  */
 #include "repo/repo-internal.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 static void check_entry(const KuraIndexEntry *e) {
         CHECK(kura_ie_type(e) <= KURA_BLOB_LIST);

@@ -7,16 +7,7 @@
  * (NUL-terminated) and a time that parsed.
  */
 #include "repo/repo-internal.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         KuraLockInfo li;

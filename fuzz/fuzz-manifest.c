@@ -12,16 +12,7 @@
 #include <math.h>
 
 #include "repo/repo-internal.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 static bool str_eq(const char *a, const char *b) {
         if (!a || !b)

@@ -10,16 +10,7 @@
  */
 #include "crypto/kcrypto.h"
 #include "common/kcommon.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                  \
-        do {                                                                                      \
-                if (!(c)) {                                                                       \
-                        fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #c); \
-                        abort();                                                                  \
-                }                                                                                 \
-        } while (0)
+#include "fuzz.h"
 
 static const uint8_t fixed_key[KURA_KEY_LEN] = {
         0x6b, 0x75, 0x72, 0x61, 0x2d, 0x66, 0x75, 0x7a, 0x7a, 0x2d, 0x6b, 0x65, 0x79, 0x00, 0x01, 0x02,
