@@ -1132,6 +1132,72 @@ static void find_grub_root(DiskPlan *plans, size_t nplans, const char *mnt, char
         }
 }
 
+/* GRUB built for the restored system by grub-mkimage (FORMAT x86_64-efi or
+ * i386-pc), its early config finding the restored /boot/grub by filesystem
+ * UUID, in a scratch directory under --tmpdir (mnt: an empty mount point
+ * there).  grub_build_done() removes it all. */
+typedef struct GrubBuild {
+        char *work, *mnt, *cfg, *img;
+        char root_uuid[64], prefix[32];
+        const DiskPlan *root_disk;
+        const PartPlan *root_part;
+} GrubBuild;
+
+static void grub_build_done(GrubBuild *g) {
+        if (g->img)
+                unlink(g->img);
+        if (g->cfg)
+                unlink(g->cfg);
+        if (g->mnt)
+                rmdir(g->mnt);
+        if (g->work)
+                rmdir(g->work);
+        free(g->img);
+        free(g->cfg);
+        free(g->mnt);
+        free(g->work);
+        memset(g, 0, sizeof *g);
+}
+
+static int grub_build(const KuraBmrOpts *o, DiskPlan *plans, size_t nplans, const char *format,
+                      const char *const mods[], const char *firmware, const char *package, GrubBuild *g,
+                      KuraErr *err) {
+        const char *tmpd = tmpdir_of(o);
+        g->work = kura_asprintf("%s/kura-bmr-grub.XXXXXX", tmpd);
+        if (!g->work || !mkdtemp(g->work)) {
+                int r = kura_err_errno(err, g->work ? -errno : -ENOMEM, KURA_E_TARGET_IO,
+                                       "give --tmpdir a writable directory", "cannot make a scratch directory in %s",
+                                       tmpd);
+                free(g->work);
+                g->work = NULL;
+                return r;
+        }
+        g->mnt = kura_asprintf("%s/m", g->work);
+        g->cfg = kura_asprintf("%s/early.cfg", g->work);
+        g->img = kura_asprintf("%s/grub.img", g->work);
+        if (!g->mnt || !g->cfg || !g->img || mkdir(g->mnt, 0700) < 0)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
+        find_grub_root(plans, nplans, g->mnt, g->root_uuid, sizeof g->root_uuid, g->prefix, sizeof g->prefix,
+                       &g->root_disk, &g->root_part);
+        if (!g->root_uuid[0])
+                return kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "install GRUB by hand (grub-install in a chroot)",
+                                "--reinstall-bootloader: no restored filesystem holds /boot/grub/grub.cfg");
+        FILE *f = fopen(g->cfg, "we");
+        if (!f)
+                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot write %s", g->cfg);
+        fprintf(f, "search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)%s\n", g->root_uuid, g->prefix);
+        if (fclose(f) != 0)
+                return kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot write %s", g->cfg);
+        const char *mk[64] = {"grub-mkimage", "-O", format, "-p", g->prefix, "-c", g->cfg, "-o", g->img};
+        int a = 9;
+        for (int i = 0; mods[i] && a < 62; i++)
+                mk[a++] = mods[i];
+        mk[a] = NULL;
+        char what[96];
+        snprintf(what, sizeof what, "building GRUB for %s (%s)", firmware, package);
+        return run_tool(mk, KURA_E_TOOL_MISSING, what, err);
+}
+
 /* GRUB for UEFI, built from this system's GRUB modules (grub-efi-amd64-bin)
  * with an early config that finds the restored /boot/grub by filesystem UUID.
  * It is not signed: Secure Boot must be off for it (the report says so). */
@@ -1142,43 +1208,13 @@ static const char *const efi_mods[] = {
 
 static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plans, size_t nplans, char **report,
                         KuraErr *err) {
-        const char *tmpd = tmpdir_of(o);
-        _cleanup_free_ char *work = kura_asprintf("%s/kura-bmr-efi.XXXXXX", tmpd);
-        if (!work || !mkdtemp(work))
-                return kura_err_errno(err, work ? -errno : -ENOMEM, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
-                                      "cannot make a scratch directory in %s", tmpd);
-        _cleanup_free_ char *mnt = kura_asprintf("%s/m", work);
-        _cleanup_free_ char *cfg = kura_asprintf("%s/early.cfg", work);
-        _cleanup_free_ char *img = kura_asprintf("%s/grubx64.efi", work);
-        int r = 0;
-        char root_uuid[64] = "", prefix[32] = "";
-        const DiskPlan *root_disk = NULL;
-        const PartPlan *root_part = NULL;
-        if (!mnt || !cfg || !img || mkdir(mnt, 0700) < 0) {
-                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
-                goto out;
-        }
-        find_grub_root(plans, nplans, mnt, root_uuid, sizeof root_uuid, prefix, sizeof prefix, &root_disk, &root_part);
-        if (!root_uuid[0]) {
-                r = kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "install GRUB for UEFI by hand (grub-install in a chroot)",
-                             "--reinstall-bootloader: no restored filesystem holds /boot/grub/grub.cfg");
-                goto out;
-        }
-        FILE *f = fopen(cfg, "we");
-        if (!f) {
-                r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot write %s", cfg);
-                goto out;
-        }
-        fprintf(f, "search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)%s\n", root_uuid, prefix);
-        fclose(f);
-        const char *mk[64] = {"grub-mkimage", "-O", "x86_64-efi", "-p", prefix, "-c", cfg, "-o", img};
-        int a = 9;
-        for (int i = 0; efi_mods[i] && a < 62; i++)
-                mk[a++] = efi_mods[i];
-        mk[a] = NULL;
-        r = run_tool(mk, KURA_E_TOOL_MISSING, "building GRUB for UEFI (grub-efi-amd64-bin)", err);
+        GrubBuild g = {0};
+        int r = grub_build(o, plans, nplans, "x86_64-efi", efi_mods, "UEFI", "grub-efi-amd64-bin", &g, err);
         if (r < 0)
                 goto out;
+        const char *img = g.img, *mnt = g.mnt, *root_uuid = g.root_uuid;
+        const DiskPlan *root_disk = g.root_disk;
+        const PartPlan *root_part = g.root_part;
         /* The new ESP: FAT32, the loader on the removable path and beside it. */
         char *dev = NULL;
         int loop = -1;
@@ -1236,13 +1272,7 @@ static int install_uefi(const KuraBmrOpts *o, DiskPlan *esp_disk, DiskPlan *plan
                 }
         }
 out:
-        if (img)
-                unlink(img);
-        if (cfg)
-                unlink(cfg);
-        if (mnt)
-                rmdir(mnt);
-        rmdir(work);
+        grub_build_done(&g);
         return r;
 }
 
@@ -1262,47 +1292,14 @@ static const char *const bios_mods[] = {
  * replaced by two NOPs (some BIOSes pass a wrong drive number). */
 static int install_bios(const KuraBmrOpts *o, DiskPlan *d, DiskPlan *plans, size_t nplans, char **report,
                         KuraErr *err) {
-        const char *tmpd = tmpdir_of(o);
-        _cleanup_free_ char *work = kura_asprintf("%s/kura-bmr-bios.XXXXXX", tmpd);
-        if (!work || !mkdtemp(work))
-                return kura_err_errno(err, work ? -errno : -ENOMEM, KURA_E_TARGET_IO, "give --tmpdir a writable directory",
-                                      "cannot make a scratch directory in %s", tmpd);
-        _cleanup_free_ char *mnt = kura_asprintf("%s/m", work);
-        _cleanup_free_ char *cfg = kura_asprintf("%s/early.cfg", work);
-        _cleanup_free_ char *img = kura_asprintf("%s/core.img", work);
         _cleanup_free_ uint8_t *core = NULL;
         uint8_t boot[512];
-        int r = 0;
-        char root_uuid[64] = "", prefix[32] = "";
-        const DiskPlan *root_disk = NULL;
-        const PartPlan *root_part = NULL;
-        if (!mnt || !cfg || !img || mkdir(mnt, 0700) < 0) {
-                r = kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
-                goto out;
-        }
-        find_grub_root(plans, nplans, mnt, root_uuid, sizeof root_uuid, prefix, sizeof prefix, &root_disk, &root_part);
-        if (!root_uuid[0]) {
-                r = kura_err(err, ENOENT, KURA_E_DISK_LAYOUT, "install GRUB for BIOS by hand (grub-install in a chroot)",
-                             "--reinstall-bootloader: no restored filesystem holds /boot/grub/grub.cfg");
-                goto out;
-        }
-        FILE *f = fopen(cfg, "we");
-        if (!f) {
-                r = kura_err_errno(err, -errno, KURA_E_TARGET_IO, "", "cannot write %s", cfg);
-                goto out;
-        }
-        fprintf(f, "search --no-floppy --fs-uuid --set=root %s\nset prefix=($root)%s\n", root_uuid, prefix);
-        fclose(f);
-        const char *mk[64] = {"grub-mkimage", "-O", "i386-pc", "-p", prefix, "-c", cfg, "-o", img};
-        int a = 9;
-        for (int i = 0; bios_mods[i] && a < 62; i++)
-                mk[a++] = bios_mods[i];
-        mk[a] = NULL;
-        r = run_tool(mk, KURA_E_TOOL_MISSING, "building GRUB for BIOS (grub-pc-bin)", err);
+        GrubBuild g = {0};
+        int r = grub_build(o, plans, nplans, "i386-pc", bios_mods, "BIOS", "grub-pc-bin", &g, err);
         if (r < 0)
                 goto out;
         size_t clen = 0;
-        r = kio_read_file(img, 1U << 20, &core, &clen);
+        r = kio_read_file(g.img, 1U << 20, &core, &clen);
         if (r >= 0) {
                 _cleanup_close_ int bfd = open(GRUB_PC_DIR "/boot.img", O_RDONLY | O_CLOEXEC);
                 r = bfd < 0 ? -errno : kio_pread_full(bfd, boot, sizeof boot, 0);
@@ -1312,7 +1309,7 @@ static int install_bios(const KuraBmrOpts *o, DiskPlan *d, DiskPlan *plans, size
                         goto out;
                 }
         } else {
-                r = kura_err_errno(err, r, KURA_E_TARGET_IO, "", "cannot read %s", img);
+                r = kura_err_errno(err, r, KURA_E_TARGET_IO, "", "cannot read %s", g.img);
                 goto out;
         }
         if (clen < 512 || clen > d->new_bios.size) {
@@ -1338,15 +1335,9 @@ static int install_bios(const KuraBmrOpts *o, DiskPlan *d, DiskPlan *plans, size
         kura_appendf(report, "  %sp%u: new BIOS boot partition (%" PRIu64 " bytes at byte %" PRIu64 ", in the gap "
                 "before the first partition); GRUB for BIOS (i386-pc) installed there and in the MBR, finding "
                 "%s on UUID %s\n",
-                d->name, d->new_bios.number, d->new_bios.size, d->new_bios.start, prefix, root_uuid);
+                d->name, d->new_bios.number, d->new_bios.size, d->new_bios.start, g.prefix, g.root_uuid);
 out:
-        if (img)
-                unlink(img);
-        if (cfg)
-                unlink(cfg);
-        if (mnt)
-                rmdir(mnt);
-        rmdir(work);
+        grub_build_done(&g);
         return r;
 }
 
