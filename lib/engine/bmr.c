@@ -1531,22 +1531,21 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                                 pp->new_start, pp->action);
                 }
         }
-        for (size_t i = 0; i < nplans; i++)
-                if (plans[i].add_bios) {
-                        char a[32];
-                        kura_format_bytes(plans[i].new_bios.size, a, sizeof a);
-                        kura_appendf(&res->plan, "  %sp%u bios-boot -           new %s at byte %" PRIu64
-                                ": made for BIOS in the gap before the first partition, GRUB for BIOS installed there\n",
-                                plans[i].name, plans[i].new_bios.number, a, plans[i].new_bios.start);
-                }
-        for (size_t i = 0; i < nplans; i++)
-                if (plans[i].add_esp) {
-                        char a[32];
-                        kura_format_bytes(plans[i].new_esp.size, a, sizeof a);
-                        kura_appendf(&res->plan, "  %sp%u esp       vfat        new %s at byte %" PRIu64
-                                ": made for UEFI (from %s), GRUB for UEFI installed there\n",
-                                plans[i].name, plans[i].new_esp.number, a, plans[i].new_esp.start, plans[i].esp_taken);
-                }
+        for (size_t i = 0; i < nplans; i++) {
+                /* Partitions kura adds for --reinstall-bootloader. */
+                const DiskPlan *d = &plans[i];
+                const KuraPartition *np = d->add_bios ? &d->new_bios : d->add_esp ? &d->new_esp : NULL;
+                if (!np)
+                        continue;
+                const char *fw = d->add_bios ? "BIOS" : "UEFI";
+                char a[32];
+                kura_format_bytes(np->size, a, sizeof a);
+                kura_appendf(&res->plan, "  %sp%u %-9s %-11s new %s at byte %" PRIu64 ": made for %s (%s%s), GRUB for "
+                        "%s installed there\n",
+                        d->name, np->number, np->role, d->add_bios ? "-" : "vfat", a, np->start, fw,
+                        d->add_bios ? "in the gap before the first partition" : "from ", d->add_bios ? "" : d->esp_taken,
+                        fw);
+        }
         if (o->add_drivers) {
                 /* The drivers are checked before the disks are touched. */
                 DIR *dd = opendir(o->add_drivers);

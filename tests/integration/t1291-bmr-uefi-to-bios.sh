@@ -52,7 +52,7 @@ rm -f "$T/4k.img"
 truncate -s "$SIZE" "$T/bios.img"
 kok bmr --version latest --disk-map "disk0=$T/bios.img" --yes --tmpdir "$T" --reinstall-bootloader bios
 cat "$T/out"
-grep -q 'disk0p7 bios-boot .* new 1.0 MiB at byte 1048576: made for BIOS in the gap before the first partition' "$T/out" ||
+grep -q 'disk0p7 bios-boot .* new 1.0 MiB at byte 1048576: made for BIOS (in the gap before the first partition)' "$T/out" ||
         fail "the plan must show the new BIOS boot partition in the gap"
 grep -q 'GRUB for BIOS (i386-pc) installed' "$T/out" || fail "the report must say GRUB for BIOS was installed"
 jq -e '.partitiontable.partitions | map(select(.type == "21686148-6449-6E6F-744E-656564454649")) | length == 1' \
