@@ -65,6 +65,7 @@ typedef struct DiskPlan {
         const char *esp_taken;     /* where its space came from */
         bool add_bios;             /* --reinstall-bootloader bios on a GPT disk without a BIOS boot partition */
         KuraPartition new_bios;    /* the BIOS boot partition made for it, in the gap before the first partition */
+        bool grow_matched;         /* --grow names one of its partitions */
 } DiskPlan;
 
 
@@ -272,12 +273,18 @@ static int plan_disk(DiskPlan *d, const KuraVersion *v, const char *grow, KuraEr
         ssize_t g = n ? (ssize_t) n - 1 : -1;
         if (grow) {
                 g = -1;
+                /* By volume name, or by its aliases: the partition's path at backup
+                 * time, or its filesystem UUID (bare or as UUID=...). */
+                const char *gu = strncmp(grow, "UUID=", 5) == 0 ? grow + 5 : grow;
                 for (size_t i = 0; i < n; i++) {
                         char vn[48];
                         snprintf(vn, sizeof vn, "%sp%u", d->name, s->parts[i].number);
-                        if (strcmp(vn, grow) == 0)
+                        const KuraVolume *pv = d->parts[i].vol;
+                        if (strcmp(vn, grow) == 0 || (pv && pv->path && strcmp(pv->path, grow) == 0) ||
+                            (s->parts[i].fs_uuid[0] && strcasecmp(s->parts[i].fs_uuid, gu) == 0))
                                 g = (ssize_t) i;
                 }
+                d->grow_matched = g >= 0;
                 bool ours = strncmp(grow, d->name, strlen(d->name)) == 0 && grow[strlen(d->name)] == 'p';
                 if (g < 0 && ours)
                         return kura_err(err, ENOENT, KURA_E_VOLUME_NOT_FOUND, "'kura versions' lists the partitions",
@@ -1509,9 +1516,23 @@ int kura_bmr_run(KuraRepo *repo, const KuraBmrOpts *o, KuraBmrResult *res, KuraE
                 if (r < 0)
                         goto out;
                 for (size_t k = 0; k < d->src.nparts && r >= 0; k++)
-                        r = kura_disk_stack_check(o, part_json(d, &d->src.parts[k]), err);
+                        r = kura_disk_stack_check(o, part_json(d, &d->src.parts[k]), d->target, err);
                 if (r < 0)
                         goto out;
+        }
+        if (o->grow) {
+                bool matched = false;
+                for (size_t i = 0; i < nplans; i++)
+                        matched |= plans[i].grow_matched;
+                if (!matched) {
+                        r = kura_err(err, ENOENT, KURA_E_VOLUME_NOT_FOUND,
+                                     "name a partition as 'kura versions' lists it (disk0p3), by its path at backup "
+                                     "time or by its filesystem UUID",
+                                     "--grow %s: no partition of version %.12s has that name, path or UUID; nothing "
+                                     "was written",
+                                     o->grow, v->id);
+                        goto out;
+                }
         }
         /* The plan, for the person at the console. */
         for (size_t i = 0; i < nplans; i++) {

@@ -417,6 +417,73 @@ bool kura_disk_stack_present(const json_t *pe) {
 
 /* ---- restore ---------------------------------------------------------------- */
 
+/* Is the block device pv (a resolved path) disk itself or one of its
+ * partitions (sysfs: /sys/class/block/<pv> has a "partition" file and its
+ * parent directory is the disk)? */
+static bool pv_on_disk(const char *pv, const char *disk) {
+        char drp[PATH_MAX];
+        if (!realpath(disk, drp))
+                return false;
+        if (strcmp(pv, drp) == 0)
+                return true;
+        const char *pn = strrchr(pv, '/'), *dn = strrchr(drp, '/');
+        if (!pn || !dn || strncmp(drp, "/dev/", 5) != 0)
+                return false;
+        _cleanup_free_ char *link = kura_asprintf("/sys/class/block/%s", pn + 1);
+        char sys[PATH_MAX];
+        if (!link || !realpath(link, sys))
+                return false;
+        char *slash = strrchr(sys, '/');
+        if (!slash)
+                return false;
+        *slash = 0;
+        const char *parent = strrchr(sys, '/');
+        return parent && strcmp(parent + 1, dn + 1) == 0;
+}
+
+/* Is a volume group named vg already on this machine, on a PV other than
+ * same_pv (an earlier, interrupted kura bmr onto the same partition: it is
+ * overwritten; it cannot be active, or bmr would have refused the target) or
+ * than any partition of same_disk (the target disk, before it is written)?
+ * Two volume groups of one name confuse LVM and the restored system's boot:
+ * KURA-E-TARGET-MOUNTED. */
+static int vg_name_taken(const char *vg, const char *same_pv, const char *same_disk, const char *suffix,
+                         KuraErr *err) {
+        const char *pvs[] = {"lvm", "pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name", NULL};
+        _cleanup_free_ char *vout = NULL;
+        setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0);
+        int r = kura_engine_run(pvs, &vout);
+        if (r == -ENOENT)
+                return kura_err(err, ENOENT, KURA_E_TOOL_MISSING, "install lvm2 (the rescue image has it)",
+                                "restoring volume group %s: lvm is not installed", vg);
+        bool other = false;
+        char *ls = NULL;
+        for (char *l = r == 0 && vout ? strtok_r(vout, "\n", &ls) : NULL; l; l = strtok_r(NULL, "\n", &ls)) {
+                char *bar = strchr(l, '|');
+                if (!bar)
+                        continue;
+                *bar = 0;
+                if (strcmp(trim(bar + 1), vg) != 0)
+                        continue;
+                char prp[PATH_MAX];
+                const char *pn = trim(l);
+                const char *pv = realpath(pn, prp) ? prp : pn;
+                if (same_pv && strcmp(pv, same_pv) == 0)
+                        continue;
+                if (same_disk && pv_on_disk(pv, same_disk))
+                        continue;
+                other = true;
+        }
+        if (other)
+                return kura_err(err, EEXIST, KURA_E_TARGET_MOUNTED,
+                                "deactivate it and hide its disks (vgchange -an, or an LVM filter), or rename it "
+                                "(vgrename), then run kura bmr again",
+                                "a volume group named %s already exists on this machine: restoring another beside "
+                                "it would give two volume groups of one name%s",
+                                vg, suffix);
+        return 0;
+}
+
 static int lvm_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const json_t *lj,
                        const char *dev, uint64_t *written, char **report, KuraErr *err) {
         const char *vg = json_string_value(json_object_get(lj, "vg"));
@@ -426,40 +493,14 @@ static int lvm_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *
         if (!name_ok(vg) || !uuid || !meta || !json_is_array(lvs))
                 return kura_err(err, EBADMSG, KURA_E_DAMAGED, "run 'kura check'",
                                 "version %.12s: the LVM description of a partition is incomplete", v->id);
-        /* Two volume groups with one name confuse LVM (and the restored
-         * system's boot): refuse before the PV is written. */
-        const char *pvs[] = {"lvm", "pvs", "--noheadings", "--separator", "|", "-o", "pv_name,vg_name", NULL};
-        _cleanup_free_ char *vout = NULL;
-        setenv("LVM_SUPPRESS_FD_WARNINGS", "1", 0);
-        int r = kura_engine_run(pvs, &vout);
-        if (r == -ENOENT)
-                return kura_err(err, ENOENT, KURA_E_TOOL_MISSING, "install lvm2 (the rescue image has it)",
-                                "restoring volume group %s: lvm is not installed", vg);
-        /* A VG of that name whose only PV is dev itself (an earlier,
-         * interrupted kura bmr) is overwritten; it cannot be active, or
-         * bmr would have refused the target. */
-        bool other = false;
+        /* Checked before anything is written (kura_disk_stack_check); again
+         * here, the PV being about to be written. */
         char drp[PATH_MAX];
         if (!realpath(dev, drp))
                 snprintf(drp, sizeof drp, "%s", dev);
-        char *ls = NULL;
-        for (char *l = r == 0 && vout ? strtok_r(vout, "\n", &ls) : NULL; l; l = strtok_r(NULL, "\n", &ls)) {
-                char *bar = strchr(l, '|');
-                if (!bar)
-                        continue;
-                *bar = 0;
-                char prp[PATH_MAX];
-                const char *pn = trim(l);
-                if (strcmp(trim(bar + 1), vg) == 0 && strcmp(realpath(pn, prp) ? prp : pn, drp) != 0)
-                        other = true;
-        }
-        if (other)
-                return kura_err(err, EEXIST, KURA_E_TARGET_MOUNTED,
-                                "deactivate it and hide its disks (vgchange -an, or an LVM filter), or rename it "
-                                "(vgrename), then run kura bmr again",
-                                "a volume group named %s already exists on this machine: restoring another beside "
-                                "it would give two volume groups of one name",
-                                vg);
+        int r = vg_name_taken(vg, drp, NULL, "", err);
+        if (r < 0)
+                return r;
         _cleanup_free_ char *dir = scratch_dir(o, err);
         if (!dir)
                 return -EIO;
@@ -637,7 +678,16 @@ int kura_disk_stack_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVers
         return 0;
 }
 
-int kura_disk_stack_check(const KuraBmrOpts *o, const json_t *pe, KuraErr *err) {
+int kura_disk_stack_check(const KuraBmrOpts *o, const json_t *pe, const char *target, KuraErr *err) {
+        const json_t *vj = json_object_get(pe, "lvm");
+        if (json_is_object(vj)) {
+                const char *vg = json_string_value(json_object_get(vj, "vg"));
+                if (name_ok(vg)) {
+                        int r = vg_name_taken(vg, NULL, target, "; nothing was written", err);
+                        if (r < 0)
+                                return r;
+                }
+        }
         const json_t *lj = json_object_get(pe, "luks");
         if (!json_is_object(lj))
                 return 0;

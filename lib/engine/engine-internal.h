@@ -51,8 +51,9 @@ int kura_disk_stack_backup(const char *disk_name, const KuraPartition *p, const 
                            KuraDiskBackup *d, KuraErr *err);
 /* Does the partition's JSON carry a stack that kura_disk_stack_restore handles? */
 bool kura_disk_stack_present(const json_t *pe);
-/* bmr, before anything is written: what the stack needs is there (a LUKS key file). */
-int kura_disk_stack_check(const KuraBmrOpts *o, const json_t *pe, KuraErr *err);
+/* bmr, before anything is written onto target: what the stack needs is
+ * there (a LUKS key file), and no other volume group has its name. */
+int kura_disk_stack_check(const KuraBmrOpts *o, const json_t *pe, const char *target, KuraErr *err);
 /* bmr: re-create the stack on dev (the new partition, new_size bytes) and
  * restore its volumes.  Returns 1 when handled, 0 when pe has no stack. */
 int kura_disk_stack_restore(KuraRepo *repo, const KuraBmrOpts *o, const KuraVersion *v, const json_t *pe,

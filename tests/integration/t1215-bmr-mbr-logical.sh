@@ -8,7 +8,9 @@
 # (the last logical partition grows and the extended container with it) and
 # a smaller one (the last logical partition shrinks, the container too).
 # Each time: the table (types, starts, sizes), fsck-clean filesystems with
-# the original labels, UUIDs and file contents.  On the host, no boot: the
+# the original labels, UUIDs and file contents.  Then --grow by the
+# filesystem UUID of p5 (p6 moves), and a --grow that names nothing (refused
+# before writing).  On the host, no boot: the
 # boot path of MBR disks is t1220's.
 . "$(dirname "$0")/lib.sh"
 require_tool sfdisk mkfs.ext4 e2fsck debugfs jq
@@ -75,4 +77,28 @@ check_restore() { # SIZE WHAT P6-SIZE-CHANGE(same|grown|shrunk)
 check_restore 128M "same size" same
 check_restore 200M "larger disk" grown
 check_restore 124M "smaller disk" shrunk
+
+# --grow by an alias: p5 named by its filesystem UUID grows, p6 keeps its size
+# and moves (the extended partition follows both).  A --grow that names
+# nothing is refused before anything is written.
+rm -f "$T/t.img"
+truncate -s 200M "$T/t.img"
+expect_fail 1 KURA-E-VOLUME-NOT-FOUND bmr --version latest --disk-map "disk0=$T/t.img" --yes --grow UUID=00000000-0000-4000-8000-000000000000
+assert_contains "$T/err" "nothing was written" "the unmatched --grow is refused before writing"
+assert_eq 0 "$(cmp -s -n 209715200 "$T/t.img" /dev/zero; echo $?)" "the target after the refused --grow (all zeros)"
+kok bmr --version latest --disk-map "disk0=$T/t.img" --yes --tmpdir "$T" --grow UUID=6b6c6f67-0000-4000-8000-000000000005
+read -r s5 z5 < <(part "$T/t.img" 5)
+read -r s6 z6 < <(part "$T/t.img" 6)
+read -r es ez < <(part "$T/t.img" 2)
+assert_eq $((40 * MiB + 72 * MiB)) "$z5" "--grow UUID=: p5 grew by the size difference"
+assert_eq 55574528 "$z6" "--grow UUID=: p6 kept its size"
+[ $((s6 + z6)) -le $((es + ez)) ] && [ "$s6" -ge $((s5 + z5)) ] || fail "--grow UUID=: p6 is not after p5 inside the extended partition"
+for n in 5 6; do
+        read -r s z < <(part "$T/t.img" "$n")
+        dd if="$T/t.img" of="$T/x.img" bs=1M skip="$s" count="$z" iflag=skip_bytes,count_bytes status=none
+        e2fsck -fn "$T/x.img" >/dev/null 2>&1 || fail "--grow UUID=: p$n is not fsck-clean"
+        debugfs -R "cat /r" "$T/x.img" 2>/dev/null >"$T/got"
+        assert_file_eq "$T/r$n" "$T/got" "--grow UUID=: p$n /r"
+done
+info "--grow UUID=<p5's filesystem>: p5 grew, p6 moved intact"
 exit 0

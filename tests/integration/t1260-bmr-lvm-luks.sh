@@ -21,7 +21,8 @@
 #     "luks" members; the restored PV keeps its UUID, the VG its LV and size,
 #     the LUKS UUID is unchanged and the old key opens it, both filesystems
 #     are fsck-clean, kura leaves no dm device; a bmr while a VG of the same
-#     name is visible is refused, and so is a wrong key file.
+#     name is visible is refused before anything is written, and so is a
+#     wrong key file.
 # (d) The restored disk has the same partition table (sfdisk -d) and boots to
 #     the very same marker under UEFI and BIOS
 #     (every partition GUID, PV UUID, VG/LV, LUKS UUID, and the sha256 of
@@ -141,6 +142,8 @@ assert_eq "root " "$(cat "$S/lvs.after-backup")" "LVs after the backup (no snaps
 assert_eq 1 "$(cat "$S/bmr-dup.rc")" "bmr with the VG kuravg visible: exit status"
 assert_contains "$S/bmr-dup.out" "KURA-E-TARGET-MOUNTED" "bmr with the VG visible: error code"
 assert_contains "$S/bmr-dup.out" "a volume group named kuravg already exists on this machine" "bmr with the VG visible: message"
+assert_contains "$S/bmr-dup.out" "nothing was written" "bmr with the VG visible: refused before writing"
+assert_eq untouched "$(cat "$S/bmr-dup.target")" "the target after the refused bmr (first MiB all zeros)"
 assert_eq 4 "$(cat "$S/bmr-wrongkey.rc")" "bmr with a wrong key: exit status"
 assert_contains "$S/bmr-wrongkey.out" "KURA-E-WRONG-PASSWORD" "bmr with a wrong key: error code"
 

@@ -74,6 +74,8 @@ rc=0
 "$KURA" --repo $R bmr --version latest --disk-map disk0=$DST --yes --luks-key-file "$KEY" >"$OUT/bmr-dup.out" 2>&1 || rc=$?
 echo $rc >"$OUT/bmr-dup.rc"
 cat "$OUT/bmr-dup.out"
+# Refused before anything was written: the target's first MiB is still zeros.
+if cmp -s -n 1048576 "$DST" /dev/zero; then echo untouched; else echo written; fi >"$OUT/bmr-dup.target"
 
 # ---- the "dead server": its disk is gone; LVM sees only the target -------------------------
 cryptsetup close $MAP
