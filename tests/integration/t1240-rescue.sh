@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # kura-test: no-asan
-# kura-test: timeout=900
+# kura-test: timeout=1200
 # The rescue image (kura rescue build): a hybrid ISO with Debian's kernel and
 # kura restores unattended, from kernel command-line keys, onto an empty disk:
 #   1. under SeaBIOS, from a repository on a second virtio disk (ext4), key
@@ -11,12 +11,15 @@
 #      10.0.2.2), key file on the share.
 #   Each restored disk must hold exactly the bytes of the backed-up volume (a
 #   different version for each source, so the right repository was used).
-#   3. (KURA_TEST_RESCUE_BMR=0 skips it) the bare-metal case, two more boots: the
+#   3. (KURA_TEST_RESCUE_BMR=0 skips it) the bare-metal case, four more boots: the
 #    GPT test disk of tests/vm/make-test-disk.sh backed up with --disk, restored
-#    by the rescue image under UEFI (kura.mode=auto must pick `kura bmr`), and
-#    the restored disk must boot to exactly the original's marker; kura bmr,
-#    running under UEFI there, must have registered a boot entry (efibootmgr).
-# Guest time measured: ~46 + ~53 + ~44 + ~21 s; builds and set-up ~60 s; the
+#    by the rescue image under UEFI from a second virtio disk (kura.mode=auto
+#    must pick `kura bmr`, --disk-map auto the empty disk), and the restored
+#    disk must boot to exactly the original's marker; kura bmr, running under
+#    UEFI there, must have registered a boot entry (efibootmgr).  Then the same
+#    version from the SMB share, restored by the rescue image under BIOS, and
+#    that disk must boot to the same marker too.
+# Guest time measured: ~46 + ~53 + ~44 + ~21 + ~50 + ~20 s; builds and set-up ~70 s; the
 # rest is waiting for other tests' guests (one at a time).
 # KURA_TEST_RESCUE_INTERACTIVE=1 adds one more boot (BIOS, ~65 s) that drives
 # the text menu over a serial socket: repository on the local disk, passphrase
@@ -254,6 +257,7 @@ if [ "${KURA_TEST_RESCUE_BMR:-1}" = 1 ]; then
         KURA_TIMEOUT=600 kok --repo "$T/rd2/bmr" backup --disk "$T/gpt.img" --snapshot none
         printf '%s\n' "$KURA_PASSWORD" >"$T/rd2/kura.key"
         unset KURA_PASSWORD
+        cp -a "$T/rd2/bmr" "$T/share/bmr" # boot 6 restores it from the SMB share
         do_umount "$T/rd2"
         truncate -s "$(stat -c %s "$T/gpt.img")" "$T/target4.img"
         rm -f "$T/gpt.img"
@@ -280,4 +284,25 @@ if [ "${KURA_TEST_RESCUE_BMR:-1}" = 1 ]; then
                 { tail -30 "$T/marker.console" | tr -d '\r' >&2; fail "the disk restored by the rescue image does not boot"; }
         bmr_assert_marker "$T/gpt.expected" "$T/marker" "disk restored by the rescue image"
         info "the disk restored by the rescue image boots to the original's marker under UEFI ($((SECONDS - t0)) s)"
+
+        # ---- boot 6+7: the same bare-metal version from the SMB share, under BIOS -----------
+        KURA_TIMEOUT=600 kok rescue build "$T/bmr-smb.iso" --kernel "$KROOT/boot/vmlinuz-$KVER" \
+                --modules "$KROOT/lib/modules/$KVER" --cache "$T/rcache" --timeout 1 \
+                --append "kura.share=smb://10.0.2.2:4445/kura kura.repo=bmr kura.keyfile=share:/kura.key kura.poweroff=1"
+        truncate -s "$(stat -c %s "$T/target4.img")" "$T/target6.img"
+        t0=$SECONDS
+        "$VM/boot-disk.sh" --firmware bios --cdrom "$T/bmr-smb.iso" --disk-rw "$T/target6.img" \
+                --nic user,model=virtio-net-pci --mem 1024 --timeout 600 --log "$T/bmr-smb.log" \
+                --marker 'KURA-RESCUE-RESULT: PASS' --fail-marker 'KURA-RESCUE-RESULT: FAIL' ||
+                { grep -a 'kura\|KURA' "$T/bmr-smb.log" | tail -30 >&2; tail -20 "$T/smb/smbd.out" >&2
+                  fail "the rescue image's bmr from the SMB share did not restore"; }
+        grep -aq 'mounting //10.0.2.2/kura (cifs' "$T/bmr-smb.log" || fail "the share was not mounted (bmr)"
+        grep -aqE 'KURA-RESCUE-RUN: kura bmr --version [0-9a-f]+ --disk-map auto --yes' "$T/bmr-smb.log" ||
+                fail "the rescue image did not run kura bmr from the share"
+        info "BIOS rescue with kura bmr from the SMB share: $((SECONDS - t0)) s"
+        t0=$SECONDS
+        bmr_boot bios "$T/target6.img" "$T/marker6" --timeout 300 ||
+                { tail -30 "$T/marker6.console" | tr -d '\r' >&2; fail "the disk restored from the share does not boot"; }
+        bmr_assert_marker "$T/gpt.expected" "$T/marker6" "disk restored by the rescue image from the SMB share"
+        info "the disk restored from the SMB share boots to the original's marker under BIOS ($((SECONDS - t0)) s)"
 fi
