@@ -62,6 +62,8 @@ typedef struct Job {
         const KuraExtent *ext;          /* sorted used ranges */
         size_t next;
         atomic_bool map_ok;             /* cache hits may be tested through mmap (cached_match()) */
+        const uint8_t *map;             /* the whole volume mapped once for cached_match(), or NULL */
+        uint64_t map_len;
         KuraId *ids;
         const KuraFpEntry *old_fp;      /* NULL: no cache */
         KuraFpEntry *new_fp;
@@ -166,7 +168,12 @@ static bool cached_match(Job *j, Slot *s) {
         if (!e || e->off > s->start || e->off + e->len < end || pg <= 0 || s->start % (uint64_t) pg ||
             kura_id_is_zero(&old->id) || kura_id_is_free(&old->id))
                 return false;
-        void *p = mmap(NULL, s->len, PROT_READ, MAP_SHARED | MAP_POPULATE, j->fd, (off_t) s->start);
+        /* One mapping of the whole volume (mapped once: no mmap/munmap and no
+         * TLB shootdown per chunk; pages are faulted in by the fingerprint
+         * itself), else this chunk alone. */
+        bool whole = j->map && end <= j->map_len;
+        void *p = whole ? (void *) (j->map + s->start)
+                        : mmap(NULL, s->len, PROT_READ, MAP_SHARED | MAP_POPULATE, j->fd, (off_t) s->start);
         if (p == MAP_FAILED) {
                 atomic_store(&j->map_ok, false);
                 return false;
@@ -182,7 +189,12 @@ static bool cached_match(Job *j, Slot *s) {
                 kura_fingerprint(j->fp_key, p, s->len, fp);
                 hit = memcmp(old->fp, fp, sizeof fp) == 0;
         }
-        munmap(p, s->len);
+        if (!whole)
+                munmap(p, s->len);
+        else
+                /* Drop this chunk's pages from our page tables (the page cache
+                 * keeps them): the process's resident set stays small. */
+                (void) madvise(p, s->len, MADV_DONTNEED);
         if (!hit || !cache_entry_usable(j, old))
                 return false;
         /* A used chunk is never all zero in the cache: zero chunks have no entry. */
@@ -457,6 +469,15 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         j->ext = ext;
         j->next = next;
         atomic_store(&j->map_ok, true);
+        j->map = NULL;
+        j->map_len = 0;
+        if (old_fp && !o->rehash && probe.size > 0 && probe.size <= (uint64_t) SIZE_MAX) {
+                void *m = mmap(NULL, (size_t) probe.size, PROT_READ, MAP_SHARED, fd, 0);
+                if (m != MAP_FAILED) {
+                        j->map = m;
+                        j->map_len = probe.size;
+                }
+        }
         j->ids = ids;
         j->new_fp = new_fp;
         j->old_fp = old_fp;
@@ -473,6 +494,9 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         if (!tids || !args) {
                 free(tids);
                 free(args);
+                if (j->map)
+                        munmap((void *) j->map, (size_t) j->map_len);
+                j->map = NULL;
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         }
         unsigned started = 0;
@@ -556,6 +580,9 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         free(tids);
         free(args);
         j->old_fp = NULL;
+        if (j->map)
+                munmap((void *) j->map, (size_t) j->map_len);
+        j->map = NULL;
         if (j->failed) {
                 if (err && !err->code && j->err.code)
                         *err = j->err;
