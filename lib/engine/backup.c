@@ -141,6 +141,14 @@ static int read_slot(Job *j, Slot *s, KuraErr *err) {
         return 0;
 }
 
+/* The whole-volume mapping of cached_match(), if any, goes with the volume. */
+static void job_unmap(Job *j) {
+        if (j->map)
+                munmap((void *) j->map, (size_t) j->map_len);
+        j->map = NULL;
+        j->map_len = 0;
+}
+
 static bool cache_entry_usable(Job *j, const KuraFpEntry *old) {
         return !kura_id_is_zero(&old->id) && !kura_id_is_free(&old->id) && kura_repo_has(j->repo, &old->id);
 }
@@ -494,9 +502,7 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         if (!tids || !args) {
                 free(tids);
                 free(args);
-                if (j->map)
-                        munmap((void *) j->map, (size_t) j->map_len);
-                j->map = NULL;
+                job_unmap(j);
                 return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "out of memory");
         }
         unsigned started = 0;
@@ -580,9 +586,7 @@ static int backup_volume(Job *j, KuraRepoWorker *mainw, const KuraBackupOpts *o,
         free(tids);
         free(args);
         j->old_fp = NULL;
-        if (j->map)
-                munmap((void *) j->map, (size_t) j->map_len);
-        j->map = NULL;
+        job_unmap(j);
         if (j->failed) {
                 if (err && !err->code && j->err.code)
                         *err = j->err;

@@ -148,9 +148,9 @@ static void *rprefetch_main(void *p) {
         RJob *j = pf->j;
         uint64_t i = 0;
         while (!atomic_load(&pf->stop) && !j->failed && i < j->nchunks) {
-                uint64_t until = atomic_load(&j->next) + PREFETCH_AHEAD;
-                if (i < atomic_load(&j->next))
-                        i = atomic_load(&j->next);
+                uint64_t next = atomic_load(&j->next), until = next + PREFETCH_AHEAD;
+                if (i < next)
+                        i = next;
                 if (i >= until) {
                         usleep(2000);
                         continue;
