@@ -423,6 +423,21 @@ int kura_repo_read_blob_at(KuraRepoWorker *w, const char *pack_path, const KuraI
         return read_blob_fd(w, w->cache_fd, pack_path, e, buf, ret_len, err);
 }
 
+/* Make the worker's cached fd the pack pack_id (opened unless it is already). */
+static int worker_use_pack(KuraRepoWorker *w, const KuraId *pack_id, KuraErr *err) {
+        if (w->cache_id_valid && memcmp(w->cache_id.b, pack_id->b, KURA_ID_LEN) == 0)
+                return 0;
+        _cleanup_free_ char *path = kura_repo_pack_path(w->repo, pack_id);
+        if (!path)
+                return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "reading a chunk");
+        int r = worker_open(w, path, err);
+        if (r < 0)
+                return r;
+        w->cache_id = *pack_id;
+        w->cache_id_valid = true;
+        return 0;
+}
+
 void kura_repo_prefetch(KuraRepoWorker *w, const KuraId *id) {
         KuraRepo *repo = w->repo;
         KuraIndexEntry e;
@@ -439,13 +454,8 @@ void kura_repo_prefetch(KuraRepoWorker *w, const KuraId *id) {
         pthread_mutex_unlock(&repo->index_lock);
         if (!ok)
                 return;
-        if (!w->cache_id_valid || memcmp(w->cache_id.b, pack_id.b, KURA_ID_LEN) != 0) {
-                _cleanup_free_ char *path = kura_repo_pack_path(repo, &pack_id);
-                if (!path || worker_open(w, path, NULL) < 0)
-                        return;
-                w->cache_id = pack_id;
-                w->cache_id_valid = true;
-        }
+        if (worker_use_pack(w, &pack_id, NULL) < 0)
+                return;
         (void) posix_fadvise(w->cache_fd, (off_t) e.offset, (off_t) kura_ie_length(&e), POSIX_FADV_WILLNEED);
 }
 
@@ -468,16 +478,9 @@ int kura_repo_get(KuraRepoWorker *w, const KuraId *id, void *buf, size_t *ret_le
                 if (!found)
                         break;
                 if (!pending) {
-                        if (!w->cache_id_valid || memcmp(w->cache_id.b, pack_id.b, KURA_ID_LEN) != 0) {
-                                _cleanup_free_ char *path = kura_repo_pack_path(repo, &pack_id);
-                                if (!path)
-                                        return kura_err(err, ENOMEM, KURA_E_NO_MEMORY, "", "reading a chunk");
-                                int r = worker_open(w, path, err);
-                                if (r < 0)
-                                        return r;
-                                w->cache_id = pack_id;
-                                w->cache_id_valid = true;
-                        }
+                        int r = worker_use_pack(w, &pack_id, err);
+                        if (r < 0)
+                                return r;
                         return read_blob_fd(w, w->cache_fd, w->cache_path, &e, buf, ret_len, err);
                 }
                 /* The blob is in the pack being written in this session: read it
